@@ -1,0 +1,31 @@
+# Sourced by run_all.sh and run_tests.sh: make .venv and install REQUIREMENTS into it when they changed.
+# Usage: . ./bootstrap.sh requirements.txt
+ev_sim_bootstrap() {
+  local root reqs venv stamp digest python
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  reqs="$root/$1"
+  venv="$root/.venv"
+  stamp="$venv/.installed-$(basename "$1")"
+  python=${PYTHON:-python3}
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "error: $python not found; install Python 3.11 or newer" >&2
+    return 1
+  fi
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: Python 3.11 or newer is needed, $python is $("$python" -V 2>&1)" >&2
+    return 1
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "Creating $venv ..." >&2
+    "$python" -m venv "$venv" || { echo "error: could not create $venv" >&2; return 1; }
+  fi
+  digest=$(cat "$root"/requirements*.txt | "$venv/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    echo "Installing $1 into $venv ..." >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" \
+      || { echo "error: pip could not install $1" >&2; return 1; }
+    echo "$digest" > "$stamp"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
+ev_sim_bootstrap "$@"

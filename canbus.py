@@ -1,0 +1,114 @@
+"""Opens the CAN bus every process shares (shared/ARCHITECTURE.md, "The CAN bus across processes").
+
+The bus is chosen, first match wins: ``--can-interface``/``--can-channel``; python-can's own
+configuration (``CAN_INTERFACE``, ``CAN_CHANNEL``, ``~/can.conf`` ...); else the python-can-remote
+server on loopback, because python-can's ``virtual`` bus does not cross process boundaries.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any, Optional
+
+import can
+from can_remote.websocket import WebsocketClosed
+
+DEFAULT_REMOTE_HOST = "127.0.0.1"
+DEFAULT_REMOTE_PORT = 54701
+DEFAULT_REMOTE_URL = f"ws://{DEFAULT_REMOTE_HOST}:{DEFAULT_REMOTE_PORT}/"
+
+#: What a bus raises when it cannot be reached or was lost; a process reconnects on these.
+BUS_ERRORS: tuple[type[BaseException], ...] = (can.CanError, OSError, WebsocketClosed)
+
+log = logging.getLogger("canbus")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--can-interface", metavar="NAME",
+                        help="python-can interface (remote, socketcan, virtual, ...); "
+                             "default: python-can's configuration, else remote")
+    parser.add_argument("--can-channel", metavar="CHANNEL",
+                        help=f"channel of that interface (default for remote: {DEFAULT_REMOTE_URL})")
+
+
+def server_command(port: int = DEFAULT_REMOTE_PORT, host: str = DEFAULT_REMOTE_HOST) -> list[str]:
+    """The command that starts the default bus server."""
+    return ["python", "-m", "can_remote", "--interface", "virtual", "--channel", "0",
+            "--host", host, "--port", str(port)]
+
+
+def bus_config(interface: Optional[str] = None, channel: Optional[str] = None) -> dict[str, Any]:
+    """Resolve the bus to open, as keyword arguments for :class:`can.Bus`.
+
+    Raises ValueError for an interface python-can does not know.
+    """
+    given = {key: value for key, value in (("interface", interface), ("channel", channel)) if value}
+    try:
+        config = dict(can.util.load_config(config=given))
+    except can.CanInterfaceNotImplementedError:
+        if interface:
+            raise ValueError(f"unknown CAN interface {interface!r}; python-can knows: "
+                             f"{', '.join(sorted(can.VALID_INTERFACES))}") from None
+        name = _configured_interface()
+        if name:
+            raise ValueError(f"unknown CAN interface {name!r} in python-can's configuration") from None
+        return {"interface": "remote", "channel": channel or DEFAULT_REMOTE_URL}
+    if config.get("interface") == "remote" and not config.get("channel"):
+        config["channel"] = DEFAULT_REMOTE_URL
+    return config
+
+
+def _configured_interface() -> Optional[str]:
+    config: dict[str, Any] = {}
+    for source in (can.util.load_environment_config(), can.util.load_file_config()):
+        for key in ("interface", "bustype"):
+            config.setdefault("interface", source.get(key))
+    return config.get("interface")
+
+
+def describe(config: dict[str, Any]) -> str:
+    return f"{config.get('interface')} {config.get('channel')}"
+
+
+def hint(config: dict[str, Any]) -> str:
+    """What to do when this bus is not reachable."""
+    if config.get("interface") == "remote":
+        from urllib.parse import urlparse
+        url = urlparse(str(config["channel"]) if "://" in str(config["channel"])
+                       else "ws://" + str(config["channel"]))
+        return "start it with: " + " ".join(server_command(url.port or DEFAULT_REMOTE_PORT,
+                                                            url.hostname or DEFAULT_REMOTE_HOST))
+    if config.get("interface") == "socketcan":
+        return (f"create it with: sudo ip link add dev {config.get('channel')} type vcan && "
+                f"sudo ip link set up {config.get('channel')}")
+    return "check the adapter and python-can's configuration"
+
+
+def open_bus(config: dict[str, Any], stop: Optional[threading.Event] = None,
+             retry_interval: float = 1.0) -> Optional[can.BusABC]:
+    """Open the bus, retrying every ``retry_interval`` s; None if ``stop`` is set first.
+
+    The first failure is reported in one line with the bus tried and how to start it; the
+    retries after it are quiet, so a process waiting for the bus server does not flood its tab.
+    """
+    stop = stop or threading.Event()
+    reported = False
+    while not stop.is_set():
+        try:
+            bus = can.Bus(**config)
+        except BUS_ERRORS as exc:
+            if not reported:
+                log.warning("CAN bus %s not reachable (%s); %s; retrying every %gs",
+                            describe(config), _reason(exc), hint(config), retry_interval)
+                reported = True
+            stop.wait(retry_interval)
+            continue
+        if reported:
+            log.info("CAN bus %s connected", describe(config))
+        return bus
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__

@@ -1,0 +1,83 @@
+"""Command-line conventions every process shares (shared/ARCHITECTURE.md, "Conventions").
+
+Each script builds its parser with :func:`make_parser`, then hands its body to :func:`run`,
+which turns Ctrl-C and SIGTERM into a clean exit 0 and a runtime failure into one line and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Callable, Optional, Sequence
+
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-8s %(levelname)-7s %(message)s"
+
+
+class SimError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argparse.ArgumentParser:
+    """A parser with --log-level, --db, --speed and, for CAN nodes, --can-interface/--can-channel."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--log-level", default=os.environ.get("EV_SIM_LOG_LEVEL", "INFO"),
+                        type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging detail (default: INFO)")
+    parser.add_argument("--db", default=None, metavar="PATH",
+                        help="MemoryBank SQLite file (default: $EV_SIM_DB or ev_charging_memory.db)")
+    parser.add_argument("--speed", type=positive_float, metavar="F",
+                        default=os.environ.get("EV_SIM_SPEED", "1"),
+                        help="time scale: every period and wait is divided by F "
+                             "(default: $EV_SIM_SPEED or 1)")
+    if can_bus:
+        import canbus
+        canbus.add_arguments(parser)
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr,
+                        force=True)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run(body: Callable[[argparse.Namespace], Optional[int]], parser: argparse.ArgumentParser,
+        argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv``, run ``body(args)`` and map its outcome to the exit codes of the conventions."""
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return body(args) or 0
+    except KeyboardInterrupt:
+        return 0
+    except SimError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

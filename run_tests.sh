@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run the test suite; makes .venv on first use. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./bootstrap.sh requirements-dev.txt
+exec python -m pytest "$@"

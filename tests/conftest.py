@@ -1,0 +1,88 @@
+"""Fixtures shared by the tests: free loopback ports, a real bus server, subprocess helpers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def script(name: str, *args: str) -> list[str]:
+    """The command line that runs a top-level script of the repo with this interpreter."""
+    return [sys.executable, str(ROOT / name), *args]
+
+
+def start(cmd: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    return subprocess.Popen(cmd, cwd=kwargs.pop("cwd", ROOT), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> tuple[Optional[int], str]:
+    """SIGTERM the process, wait for it, and return (exit code, output)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        return None, out
+    return proc.returncode, out
+
+
+@pytest.fixture
+def bus_server() -> Iterator[str]:
+    """A python-can-remote bus server on a free loopback port; yields its channel URL."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "can_remote", "--interface", "virtual", "--channel", "0",
+                  "--host", "127.0.0.1", "--port", str(port)])
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, message="bus server")
+        assert proc.poll() is None, proc.communicate()[0]
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "memory.db"
