@@ -93,18 +93,20 @@ def open_bus(config: dict[str, Any], stop: Optional[threading.Event] = None,
     retries after it are quiet, so a process waiting for the bus server does not flood its tab.
     """
     stop = stop or threading.Event()
-    reported = False
+    attempts = 0
     while not stop.is_set():
+        attempts += 1
         try:
             bus = can.Bus(**config)
         except BUS_ERRORS as exc:
-            if not reported:
+            if attempts == 1:
                 log.warning("CAN bus %s not reachable (%s); %s; retrying every %gs",
                             describe(config), _reason(exc), hint(config), retry_interval)
-                reported = True
+            else:
+                log.debug("CAN bus attempt %d failed: %s", attempts, _reason(exc))
             stop.wait(retry_interval)
             continue
-        if reported:
+        if attempts > 1:
             log.info("CAN bus %s connected", describe(config))
         return bus
     return None

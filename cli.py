@@ -19,6 +19,10 @@ class SimError(Exception):
     """A failure the user can act on: printed as one line, exit code 1."""
 
 
+class UsageError(SimError):
+    """Arguments that parse but do not make sense together: exit code 2, like argparse."""
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -26,6 +30,13 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text!r}")
     return value
 
 
@@ -57,6 +68,15 @@ def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argpar
     return parser
 
 
+def can_config(args: argparse.Namespace) -> dict:
+    """The bus chosen by --can-interface/--can-channel or python-can's configuration."""
+    import canbus
+    try:
+        return canbus.bus_config(args.can_interface, args.can_channel)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr,
                         force=True)
@@ -78,6 +98,6 @@ def run(body: Callable[[argparse.Namespace], Optional[int]], parser: argparse.Ar
         return 0
     except SimError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
