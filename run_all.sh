@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Start the whole simulated charging site: one terminal tab per process, or headless.
+# Written for the bash 3.2 that macOS ships as well as for Linux.
+
+ROOT=$(cd "$(dirname "$0")" && pwd)
+SELF="$ROOT/run_all.sh"
+PROCESSES="bus charger csms cp plot"
+TMUX_SESSION=ev-sim
+
+usage() {
+  cat <<EOF
+Usage: ./run_all.sh [options]
+       ./run_all.sh --stop [--workdir DIR]
+
+Starts the CAN bus server, charger_module.py, csms.py, cp.py and plot_current.py, in that order,
+each once what it needs is listening. The first run creates .venv from requirements.txt.
+
+Where the processes run (default: the first that this machine has):
+  macOS: Terminal tabs; Linux desktop: gnome-terminal or konsole tabs, else xterm windows;
+  no desktop: a tmux session "$TMUX_SESSION", one window per process (attached from a terminal);
+  else headless.
+  --headless          no terminals: output in logs/<process>.log, the plot in plots/current.png;
+                      Ctrl-C stops every process this run started
+  --tmux              the tmux session even on a desktop
+
+Options:
+  --duration S        stop everything after S seconds (wall clock) and print a summary
+  --speed F           time scale for every process (default: \$EV_SIM_SPEED or 1)
+  --scenario NAME     fluctuation (default), normal or none
+  --cycles N          scenario cycles, 0 = forever (default: 0)
+  --db PATH           the MemoryBank file (default: \$EV_SIM_DB or ev_charging_memory.db)
+  --port N            the central system's port (default: 9000)
+  --bus-port N        the CAN bus server's port (default: 54701)
+  --can-interface I   use this python-can interface instead of starting a bus server
+  --can-channel C     its channel, e.g. --can-interface socketcan --can-channel vcan0
+  --workdir DIR       where logs/, plots/, .run/ and the default database go (default: the repo)
+  --stop              stop the site a previous ./run_all.sh started
+  -h, --help          this text
+
+Exit code 0 on a clean run (Ctrl-C included); 1 with a one-line reason and the tail of its log
+when a process fails to start; 2 on bad arguments.
+EOF
+}
+
+die_usage() { echo "run_all.sh: error: $1 (see ./run_all.sh --help)" >&2; exit 2; }
+
+# --- internal: what a terminal tab runs -----------------------------------------------------
+if [ "${1:-}" = "--tab" ]; then
+  name=$2; pidfile=$3; shift 3
+  printf '\033]0;%s\007' "$name"
+  sh -c 'echo $$ > "$0"; exec "$@"' "$pidfile" "$@"
+  code=$?
+  echo "[$name exited with code $code; press Enter to close]"
+  read -r _ || true
+  exit "$code"
+fi
+
+# --- arguments ------------------------------------------------------------------------------
+mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
+can_interface="" can_channel="" workdir="$ROOT" action=start
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs a value"; }
+is_number() { printf '%s' "$1" | grep -Eq '^[0-9]+([.][0-9]+)?$'; }
+is_integer() { printf '%s' "$1" | grep -Eq '^[0-9]+$'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --headless) mode=headless ;;
+    --tmux) mode=tmux ;;
+    --stop) action=stop ;;
+    --duration) need_value "$@"; is_number "$2" || die_usage "--duration takes seconds, got '$2'"; duration=$2; shift ;;
+    --speed) need_value "$@"; is_number "$2" || die_usage "--speed takes a positive number, got '$2'"; speed=$2; shift ;;
+    --scenario) need_value "$@"; case "$2" in fluctuation|normal|none) ;; *) die_usage "--scenario is fluctuation, normal or none, got '$2'" ;; esac; scenario=$2; shift ;;
+    --cycles) need_value "$@"; is_integer "$2" || die_usage "--cycles takes a whole number, got '$2'"; cycles=$2; shift ;;
+    --db) need_value "$@"; case "$2" in /*) db=$2 ;; *) db="$PWD/$2" ;; esac; shift ;;
+    --port) need_value "$@"; is_integer "$2" || die_usage "--port takes a port number, got '$2'"; port=$2; shift ;;
+    --bus-port) need_value "$@"; is_integer "$2" || die_usage "--bus-port takes a port number, got '$2'"; bus_port=$2; shift ;;
+    --can-interface) need_value "$@"; can_interface=$2; shift ;;
+    --can-channel) need_value "$@"; can_channel=$2; shift ;;
+    --workdir) need_value "$@"; workdir=$2; shift ;;
+    *) die_usage "unknown option '$1'" ;;
+  esac
+  shift
+done
+
+mkdir -p "$workdir" || { echo "run_all.sh: error: cannot create $workdir" >&2; exit 1; }
+workdir=$(cd "$workdir" && pwd)
+RUN="$workdir/.run"
+LOGS="$workdir/logs"
+PLOTS="$workdir/plots"
+
+# --- the site's processes -------------------------------------------------------------------
+pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" 2>/dev/null; }
+
+alive() {  # alive NAME: its recorded process is still running (and is still ours)
+  local pid
+  pid=$(pid_of "$1") || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o command= 2>/dev/null | grep -q python
+}
+
+running() {
+  local name
+  for name in $PROCESSES; do alive "$name" && return 0; done
+  return 1
+}
+
+stop_site() {
+  local name pid deadline
+  for name in plot cp csms charger bus; do
+    alive "$name" && kill -TERM "$(pid_of "$name")" 2>/dev/null
+  done
+  deadline=$(( $(date +%s) + 10 ))
+  while running && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+  for name in $PROCESSES; do
+    alive "$name" && { echo "run_all.sh: $name did not stop in 10 s; killing it" >&2; kill -KILL "$(pid_of "$name")"; }
+  done
+  if [ -f "$RUN/tmux" ] && command -v tmux >/dev/null 2>&1; then
+    tmux kill-session -t "$TMUX_SESSION" 2>/dev/null
+  fi
+  rm -f "$RUN"/*.pid "$RUN/tmux" "$RUN/macos"
+}
+
+if [ "$action" = stop ]; then
+  if running || [ -f "$RUN/tmux" ]; then
+    stop_site
+    echo "Stopped the site in $workdir."
+  else
+    echo "No site started by run_all.sh is running in $workdir."
+  fi
+  exit 0
+fi
+
+if running; then
+  echo "run_all.sh: error: the site is already running in $workdir; stop it with ./run_all.sh --stop" >&2
+  exit 1
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $port $([ -z "$can_interface$can_channel" ] && echo "$bus_port"); do
+  if port_open "$p"; then
+    echo "run_all.sh: error: port $p on 127.0.0.1 is in use by another program (choose another with --port / --bus-port)" >&2
+    exit 1
+  fi
+done
+
+. "$ROOT/bootstrap.sh" requirements.txt || exit 1
+PY="$ROOT/.venv/bin/python"
+mkdir -p "$RUN" "$LOGS" "$PLOTS"
+rm -f "$RUN"/*.pid "$RUN/tmux" "$RUN/macos"
+
+# --- choosing where processes run -----------------------------------------------------------
+if [ "$mode" = auto ]; then
+  if [ "$(uname)" = Darwin ] && command -v osascript >/dev/null 2>&1; then mode=macos
+  elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v gnome-terminal >/dev/null 2>&1; then mode=gnome
+  elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v konsole >/dev/null 2>&1; then mode=konsole
+  elif [ -n "${DISPLAY:-}" ] && command -v xterm >/dev/null 2>&1; then mode=xterm
+  elif command -v tmux >/dev/null 2>&1; then mode=tmux
+  else
+    echo "No desktop terminal and no tmux here: running headless (logs in $LOGS)."
+    mode=headless
+  fi
+fi
+if [ "$mode" = tmux ] && ! command -v tmux >/dev/null 2>&1; then
+  echo "run_all.sh: error: tmux is not installed (use --headless, or install tmux)" >&2
+  exit 1
+fi
+if [ "$mode" = tmux ] && tmux has-session -t "$TMUX_SESSION" 2>/dev/null; then
+  echo "run_all.sh: error: a tmux session '$TMUX_SESSION' already exists; stop it with ./run_all.sh --stop or tmux kill-session -t $TMUX_SESSION" >&2
+  exit 1
+fi
+
+quote() { local out="" arg; for arg in "$@"; do out="$out $(printf '%q' "$arg")"; done; echo "${out# }"; }
+
+launch() {  # launch NAME COMMAND...: start one process where the mode says, record its PID
+  local name=$1 pidfile="$RUN/$1.pid"; shift
+  local tab
+  tab=$(quote "$SELF" --tab "$name" "$pidfile" "$@")
+  rm -f "$pidfile"
+  case "$mode" in
+    headless)
+      (cd "$workdir" && exec "$@") > "$LOGS/$name.log" 2>&1 < /dev/null &
+      echo $! > "$pidfile" ;;
+    tmux)
+      if [ -f "$RUN/tmux" ]; then
+        tmux new-window -t "$TMUX_SESSION" -n "$name" -c "$workdir" "$tab"
+      else
+        tmux new-session -d -s "$TMUX_SESSION" -n "$name" -c "$workdir" -x 200 -y 50 "$tab"
+        touch "$RUN/tmux"
+      fi ;;
+    macos)  # the first process opens a window, the others a tab in it (new windows if denied)
+      local script="cd $(quote "$workdir") && $tab" target=""
+      script=$(printf '%s' "$script" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
+      if [ -f "$RUN/macos" ] && osascript -e 'tell application "Terminal" to activate' \
+          -e 'tell application "System Events" to keystroke "t" using command down' >/dev/null 2>&1; then
+        target=" in front window"
+      fi
+      osascript -e "tell application \"Terminal\" to do script \"$script\"$target" >/dev/null
+      touch "$RUN/macos" ;;
+    gnome) (cd "$workdir" && gnome-terminal --tab --title="$name" -- bash -c "$tab") ;;
+    konsole) (cd "$workdir" && konsole --new-tab -p tabtitle="$name" -e bash -c "$tab" &) ;;
+    xterm) (cd "$workdir" && xterm -T "$name" -e bash -c "$tab" &) ;;
+  esac
+}
+
+fail_start() {  # fail_start NAME REASON
+  echo "run_all.sh: error: $1 $2" >&2
+  if [ -s "$LOGS/$1.log" ]; then
+    echo "--- last lines of $LOGS/$1.log:" >&2
+    tail -n 15 "$LOGS/$1.log" >&2
+  fi
+  stop_site
+  exit 1
+}
+
+wait_started() {  # wait_started NAME [PORT]: its PID is recorded and, with PORT, it listens
+  local deadline=$(( $(date +%s) + 60 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    if [ -s "$RUN/$1.pid" ]; then
+      alive "$1" || fail_start "$1" "exited during start-up"
+      [ -z "${2:-}" ] && return 0
+      port_open "$2" && return 0
+    fi
+    sleep 0.1
+  done
+  fail_start "$1" "did not start within 60 s"
+}
+
+common=()
+[ -n "$speed" ] && common+=(--speed "$speed")
+[ -n "$db" ] && common+=(--db "$db")
+can=()
+if [ -n "$can_interface$can_channel" ]; then
+  [ -n "$can_interface" ] && can+=(--can-interface "$can_interface")
+  [ -n "$can_channel" ] && can+=(--can-channel "$can_channel")
+else
+  can+=(--can-interface remote --can-channel "ws://127.0.0.1:$bus_port/")
+fi
+scenario_args=()
+[ -n "$scenario" ] && scenario_args+=(--scenario "$scenario")
+[ -n "$cycles" ] && scenario_args+=(--cycles "$cycles")
+plot_args=(--output "$PLOTS/current.png")
+[ "$mode" = headless ] && plot_args+=(--headless)
+
+trap 'echo; echo "Stopping the site ..."; stop_site; exit 0' INT TERM
+
+echo "Starting the site ($mode) in $workdir ..."
+if [ -z "$can_interface$can_channel" ]; then
+  launch bus "$PY" -m can_remote --interface virtual --channel 0 --host 127.0.0.1 --port "$bus_port"
+  wait_started bus "$bus_port"
+fi
+launch charger "$PY" "$ROOT/charger_module.py" "${common[@]}" "${can[@]}"
+wait_started charger
+launch csms "$PY" "$ROOT/csms.py" --port "$port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}"
+wait_started csms "$port"
+launch cp "$PY" "$ROOT/cp.py" --url "ws://127.0.0.1:$port" "${common[@]}" "${can[@]}"
+wait_started cp
+launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"
+wait_started plot
+echo "The site is up: central system ws://127.0.0.1:$port/CP_1. Stop it with ./run_all.sh --stop."
+
+summary() {
+  "$PY" "$ROOT/memory_viewer.py" --summary ${db:+--db "$db"} || true
+}
+
+if [ "$mode" != headless ]; then
+  if [ -n "$duration" ]; then
+    (sleep "$duration"; "$SELF" --stop --workdir "$workdir" >/dev/null) > /dev/null 2>&1 &
+  fi
+  if [ "$mode" = tmux ] && [ -t 0 ] && [ -t 1 ]; then
+    tmux attach -t "$TMUX_SESSION"
+  fi
+  exit 0
+fi
+
+echo "Logs in $LOGS; plot in $PLOTS/current.png. Ctrl-C stops everything."
+start=$(date +%s)
+while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "${duration%.*}" ]; do
+  for name in $PROCESSES; do
+    if [ -f "$RUN/$name.pid" ] && ! alive "$name"; then
+      fail_start "$name" "stopped unexpectedly"
+    fi
+  done
+  sleep 0.2
+done
+stop_site
+echo "Stopped after $duration s. Summary of the MemoryBank:"
+(cd "$workdir" && summary)
+exit 0
