@@ -1,0 +1,615 @@
+"""MemoryBank on a real SQLite file: every API method, bad input, schema migration, and four
+writer processes at once."""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import memory_bank
+from conftest import ROOT
+from memory_bank import MemoryBank, MemoryBankError, default_db_path, format_timestamp
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+STAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
+
+
+class Clock:
+    """A settable clock for the bank's idea of now."""
+
+    def __init__(self, now: datetime = T0):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def bank(db_path: Path, clock: Clock):
+    with MemoryBank(db_path, clock=clock) as bank:
+        yield bank
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+# -- timestamps and paths -----------------------------------------------------------------------
+
+def test_timestamps_of_every_form_are_stored_in_one_fixed_utc_format(bank, clock):
+    forms = {
+        "aware non-UTC datetime": datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+        "naive datetime (UTC)": datetime(2024, 5, 1, 12, 0, 0, 1),
+        "ISO string with Z": "2024-05-01T12:00:00.5Z",
+        "ISO string with offset": "2024-05-01T13:00:01+01:00",
+        "epoch seconds": T0.timestamp() + 2.25,
+        "None (the clock)": None,
+    }
+    clock.now = at(1)
+    for name, stamp in forms.items():
+        bank.log_event("TEST", "test", name, timestamp=stamp)
+    stored = {e["description"]: e["timestamp"] for e in bank.get_recent_events(None)}
+    assert stored == {
+        "aware non-UTC datetime": "2024-05-01T12:00:00.000000Z",
+        "naive datetime (UTC)": "2024-05-01T12:00:00.000001Z",
+        "ISO string with Z": "2024-05-01T12:00:00.500000Z",
+        "ISO string with offset": "2024-05-01T12:00:01.000000Z",
+        "epoch seconds": "2024-05-01T12:00:02.250000Z",
+        "None (the clock)": "2024-05-01T12:01:00.000000Z",
+    }
+    moments = [T0 + timedelta(microseconds=m) for m in (999_999, 1, 10**6, 59 * 10**6, 10)]
+    texts = [format_timestamp(m) for m in moments]
+    assert sorted(texts) == [format_timestamp(m) for m in sorted(moments)]
+
+
+def test_default_path_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("EV_SIM_DB", raising=False)
+    assert default_db_path() == Path("ev_charging_memory.db")
+    monkeypatch.setenv("EV_SIM_DB", str(tmp_path / "elsewhere.db"))
+    assert default_db_path() == tmp_path / "elsewhere.db"
+    with MemoryBank() as bank:
+        bank.log_event("TEST", "test", "here")
+    assert (tmp_path / "elsewhere.db").is_file()
+
+
+# -- events -------------------------------------------------------------------------------------
+
+def fill_events(bank: MemoryBank) -> None:
+    rows = [("OCPP_MESSAGE", "csms", "cp->csms CALL BootNotification", {"action": "Boot"}, "CP1",
+             0),
+            ("OCPP_MESSAGE", "cp", "cp->csms CALL Heartbeat", {"action": "Heartbeat"}, "CP2", 1),
+            ("CAN_FRAME", "cp", "set limit 16 A", {"id": "0x210", "amps": 16.0}, "CP1", 2),
+            ("PROCESS_START", "csms", "100% ready_now", None, None, 3),
+            ("CAN_FRAME", "charger", "measured 15.9 A", {"id": "0x300", "amps": 15.9}, "CP1", 4)]
+    for event_type, source, description, data, cp, minute in rows:
+        bank.log_event(event_type, source, description, data, cp, timestamp=at(minute))
+
+
+def descriptions(events: list[dict]) -> list[str]:
+    return [e["description"] for e in events]
+
+
+def test_log_event_returns_the_row_and_reads_back_newest_first(bank):
+    fill_events(bank)
+    events = bank.get_recent_events()
+    assert descriptions(events) == ["measured 15.9 A", "100% ready_now", "set limit 16 A",
+                                    "cp->csms CALL Heartbeat", "cp->csms CALL BootNotification"]
+    assert events[0]["data"] == {"id": "0x300", "amps": 15.9}
+    assert events[1]["data"] is None and events[1]["charge_point_id"] is None
+    assert all(e["timestamp"] for e in events)
+    assert descriptions(bank.get_recent_events(2)) == ["measured 15.9 A", "100% ready_now"]
+    assert bank.get_recent_events(0) == []
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({"event_type": "CAN_FRAME"}, ["measured 15.9 A", "set limit 16 A"]),
+    ({"source": "cp"}, ["set limit 16 A", "cp->csms CALL Heartbeat"]),
+    ({"charge_point_id": "CP1", "event_type": "OCPP_MESSAGE"}, ["cp->csms CALL BootNotification"]),
+    ({"since": at(3)}, ["measured 15.9 A", "100% ready_now"]),
+    ({"since": "2024-05-01T12:02:00Z", "until": at(3)}, ["100% ready_now", "set limit 16 A"]),
+    ({"since": timedelta(minutes=1)}, ["measured 15.9 A", "100% ready_now"]),  # clock at T0+4
+    ({"search": "HEARTBEAT"}, ["cp->csms CALL Heartbeat"]),
+    ({"search": "0x210"}, ["set limit 16 A"]),           # found in the JSON data
+    ({"search": "100%"}, ["100% ready_now"]),            # % and _ are text, not wildcards
+    ({"search": "y_n"}, ["100% ready_now"]),
+    ({"search": "%"}, ["100% ready_now"]),
+    ({"search": "_"}, ["100% ready_now"]),
+    ({"source": "csms' OR '1'='1"}, []),
+    ({"event_type": None, "source": None}, ["measured 15.9 A", "100% ready_now", "set limit 16 A",
+                                            "cp->csms CALL Heartbeat",
+                                            "cp->csms CALL BootNotification"]),
+])
+def test_event_filters(bank, clock, filters, expected):
+    fill_events(bank)
+    clock.now = at(4)
+    assert descriptions(bank.get_recent_events(50, filters)) == expected
+
+
+def test_sql_metacharacters_are_stored_and_matched_as_data(bank):
+    nasty = "x'); DROP TABLE events; --"
+    bank.log_event(nasty, nasty, nasty, {"q": nasty}, nasty)
+    bank.log_event("TEST", "plain", "other")
+    found = bank.get_recent_events(10, {"event_type": nasty, "source": nasty,
+                                        "charge_point_id": nasty, "search": "DROP TABLE"})
+    assert len(found) == 1 and found[0]["data"] == {"q": nasty}
+    assert len(bank.get_recent_events(10)) == 2
+
+
+def test_unknown_event_filter_is_a_value_error(bank):
+    with pytest.raises(ValueError, match="unknown event filter.*colour"):
+        bank.get_recent_events(5, {"colour": "red"})
+
+
+def test_log_events_stores_a_batch_in_one_transaction(bank):
+    batch = [{"event_type": "CAN_FRAME", "source": "charger", "description": f"frame {i}",
+              "data": {"i": i}, "charge_point_id": "CP1", "timestamp": at(i)} for i in range(500)]
+    assert bank.log_events(batch) == 500
+    assert bank.log_events([]) == 0
+    events = bank.get_recent_events(None)
+    assert [e["data"]["i"] for e in events] == list(range(499, -1, -1))
+
+    bad_batch = batch[:10] + [{"event_type": "X", "source": "y", "description": "z",
+                               "data": {1, 2}}]
+    with pytest.raises(ValueError, match=r"event 10: data is not JSON"):
+        bank.log_events(bad_batch)
+    with pytest.raises(ValueError, match=r"event 0: .*colour"):
+        bank.log_events([{"event_type": "X", "source": "y", "description": "z", "colour": 1}])
+    assert len(bank.get_recent_events(None)) == 500, "a failed batch stores nothing"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda b: b.log_event("T", "s", "d", data={1, 2}), "data is not JSON-serialisable"),
+    (lambda b: b.log_event("T", "s", "d", data={"x": math.nan}), "data is not JSON"),
+    (lambda b: b.log_event("T", "s", "d", data="{not json"), "data is a string but not JSON"),
+    (lambda b: b.log_event("", "s", "d"), "event_type must be a non-empty string"),
+    (lambda b: b.log_event("T", None, "d"), "source must be a non-empty string"),
+    (lambda b: b.log_event("T", "s", "d", timestamp="yesterday"), "not an ISO-8601 time"),
+    (lambda b: b.log_event("T", "s", "d", timestamp=[1]), "timestamp must be"),
+    (lambda b: b.record_anomaly("X", "SEVERE", "d"), "unknown severity 'SEVERE'.*LOW, MEDIUM"),
+    (lambda b: b.record_anomaly("X", None, "d"), "unknown severity None"),
+    (lambda b: b.record_anomaly("X", "LOW", "d", current_value="lots"), "current_value must be"),
+    (lambda b: b.record_anomaly("X", "LOW", "d", pattern=object()), "pattern is not JSON"),
+    (lambda b: b.record_metric("current", "n/a", "A", "cp"), "metric value must be a number"),
+    (lambda b: b.record_metric("current", math.inf, "A", "cp"), "finite"),
+    (lambda b: b.record_metric("current", None, "A", "cp"), "has no value"),
+    (lambda b: b.learn_pattern("p", {"x": {1}}), "parameters is not JSON"),
+    (lambda b: b.record_metric("current", 1, "A", "cp", transaction_id={}), "transaction_id"),
+    (lambda b: b.start_session("CP1", 1.5), "transaction_id must be an integer"),
+    (lambda b: b.clean_old_data(-1), "days must be 0 or more"),
+    (lambda b: b.get_recent_events(-1), "limit must be"),
+    (lambda b: b.get_anomalies(severity="BAD"), "unknown severity"),
+])
+def test_bad_input_is_a_value_error_that_says_what_was_wrong(bank, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(bank)
+    assert bank.get_recent_events(None) == [] and bank.get_anomalies() == []
+
+
+def test_data_may_be_any_json_value_or_json_text(bank):
+    bank.log_event("T", "s", "list", data=[1, "two", None])
+    bank.log_event("T", "s", "text", data='{"already": "json"}')
+    bank.log_event("T", "s", "unicode", data={"name": "Zoë ⚡"})
+    data = {e["description"]: e["data"] for e in bank.get_recent_events()}
+    assert data == {"list": [1, "two", None], "text": {"already": "json"},
+                    "unicode": {"name": "Zoë ⚡"}}
+
+
+# -- anomalies ----------------------------------------------------------------------------------
+
+def test_anomalies_record_filter_and_update(bank, clock):
+    first = bank.record_anomaly("CURRENT_FLUCTUATION", "high", "jump 16 -> 30 A", 30.0, 16.0,
+                                87.5, {"rule": "delta", "window": 5}, "CP1", 7, timestamp=at(0))
+    bank.record_anomaly("CURRENT_FLUCTUATION", "LOW", "wobble", 16.5, 16.0, charge_point_id="CP2",
+                        timestamp=at(1))
+    bank.record_anomaly("METER_STUCK", "CRITICAL", "meter frozen", charge_point_id="CP1",
+                        timestamp=at(2))
+    rows = bank.get_anomalies()
+    assert [a["description"] for a in rows] == ["meter frozen", "wobble", "jump 16 -> 30 A"]
+    assert rows[2] == {"id": first, "timestamp": "2024-05-01T12:00:00.000000Z",
+                       "anomaly_type": "CURRENT_FLUCTUATION", "severity": "HIGH",
+                       "description": "jump 16 -> 30 A", "current_value": 30.0,
+                       "expected_value": 16.0, "deviation": 87.5,
+                       "pattern": {"rule": "delta", "window": 5}, "charge_point_id": "CP1",
+                       "transaction_id": 7}
+    assert [a["description"] for a in bank.get_anomalies(severity="low")] == ["wobble"]
+    assert len(bank.get_anomalies(anomaly_type="CURRENT_FLUCTUATION")) == 2
+    assert [a["description"] for a in bank.get_anomalies(charge_point_id="CP1", since=at(1))] \
+        == ["meter frozen"]
+    assert len(bank.get_anomalies(limit=1)) == 1
+
+    bank.update_anomaly(first, severity="CRITICAL", current_value=32.0, description="grew",
+                        pattern={"rule": "delta", "window": 9})
+    updated = [a for a in bank.get_anomalies() if a["id"] == first][0]
+    assert (updated["severity"], updated["current_value"], updated["description"],
+            updated["pattern"]) == ("CRITICAL", 32.0, "grew", {"rule": "delta", "window": 9})
+    assert updated["expected_value"] == 16.0, "fields not given keep their value"
+    with pytest.raises(ValueError, match="no anomaly with id 999"):
+        bank.update_anomaly(999, severity="LOW")
+    with pytest.raises(TypeError, match="unknown anomaly field.*colour"):
+        bank.update_anomaly(first, colour="red")
+    with pytest.raises(ValueError, match="unknown severity"):
+        bank.update_anomaly(first, severity="HUGE")
+    assert first in [a["id"] for a in bank.get_anomalies(severity="CRITICAL")]
+
+
+# -- metrics and sessions -----------------------------------------------------------------------
+
+def test_metrics_read_back_oldest_first_and_statistics_on_known_data(bank, clock):
+    values = [2, 4, 4, 4, 5, 5, 7, 9]   # mean 5, population standard deviation 2
+    bank.record_metrics([{"name": "current", "value": v, "unit": "A", "source": "charger",
+                          "charge_point_id": "CP1", "transaction_id": 1, "timestamp": at(i)}
+                         for i, v in enumerate(values)])
+    bank.record_metric("current", 100.0, "A", "charger", "CP2", 2, timestamp=at(1.5))
+    bank.record_metric("voltage", 230.0, "V", "cp", "CP1", timestamp=at(3))
+
+    samples = bank.get_metrics("current", charge_point_id="CP1")
+    assert [s["value"] for s in samples] == values
+    assert samples[0]["unit"] == "A" and samples[0]["transaction_id"] == 1
+    assert [s["value"] for s in bank.get_metrics("current", charge_point_id="CP1", limit=3)] \
+        == [5, 7, 9]
+    assert [s["value"] for s in bank.get_metrics("current", since=at(1), until=at(2))] \
+        == [4, 100, 4]
+    assert [s["value"] for s in bank.get_metrics("current", transaction_id=2)] == [100]
+    assert bank.get_metric_names() == ["current", "voltage"]
+
+    stats = bank.get_metric_statistics("current", charge_point_id="CP1")
+    assert stats["count"] == 8 and stats["min"] == 2 and stats["max"] == 9
+    assert stats["avg"] == pytest.approx(5) and stats["stddev"] == pytest.approx(2)
+    assert stats["latest"] == 9 and stats["unit"] == "A"
+    assert stats["latest_timestamp"] == format_timestamp(at(7))
+    assert bank.get_metric_statistics("current", since=at(6), charge_point_id="CP1")["avg"] \
+        == pytest.approx(8)
+    assert bank.get_metric_statistics("current")["count"] == 9
+    single = bank.get_metric_statistics("voltage")
+    assert (single["count"], single["stddev"], single["latest"]) == (1, 0.0, 230.0)
+    assert bank.get_metric_statistics("power") == {
+        "name": "power", "count": 0, "min": None, "max": None, "avg": None, "stddev": None,
+        "latest": None, "latest_timestamp": None, "unit": None}
+
+
+def test_session_statistics_come_from_the_transactions_current_metrics(bank, clock):
+    bank.record_metric("current", 99.0, "A", "charger", "CP1", 5, timestamp=at(-1))  # before
+    session_id = bank.start_session("CP1", 5, start_time=at(0), meter_start_wh=1000,
+                                    id_tag="TAG-1")
+    for minute, amps in enumerate([10.0, 16.0, 22.0], start=1):
+        bank.record_metric("current", amps, "A", "charger", "CP1", 5, timestamp=at(minute))
+    bank.record_metric("current", 50.0, "A", "charger", "CP2", 5, timestamp=at(2))  # other CP
+    bank.record_metric("voltage", 230.0, "V", "charger", "CP1", 5, timestamp=at(2))
+    open_session = bank.get_sessions()[0]
+    assert open_session["id"] == session_id and open_session["end_time"] is None
+
+    bank.end_session("CP1", 5, end_time=at(4), meter_stop_wh=1750, stop_reason="EVDisconnected")
+    session = bank.get_sessions()[0]
+    assert session == {
+        "id": session_id, "charge_point_id": "CP1", "transaction_id": 5, "id_tag": "TAG-1",
+        "start_time": format_timestamp(at(0)), "end_time": format_timestamp(at(4)),
+        "meter_start_wh": 1000.0, "meter_stop_wh": 1750.0, "energy_wh": 750.0,
+        "min_current": 10.0, "avg_current": 16.0, "max_current": 22.0, "sample_count": 3,
+        "stop_reason": "EVDisconnected"}
+
+
+def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(bank):
+    bank.start_session("CP1", 1, start_time=at(0))
+    bank.end_session("CP1", 1, end_time=at(5), energy_wh=42.0, min_current=1.0,
+                     avg_current=2.0, max_current=3.0, sample_count=4)
+    # the same transaction id again later (a restarted central system): a new session
+    bank.start_session("CP1", 1, start_time=at(10))
+    bank.end_session("CP1", 1, end_time=at(11))
+    bank.end_session("CP9", 3, end_time=at(12), energy_wh=5.0)  # never started
+    sessions = bank.get_sessions()
+    first, second = [s for s in sessions if s["charge_point_id"] == "CP1"][::-1]
+    assert (first["energy_wh"], first["min_current"], first["avg_current"], first["max_current"],
+            first["sample_count"]) == (42.0, 1.0, 2.0, 3.0, 4)
+    assert second["start_time"] == format_timestamp(at(10))
+    assert second["end_time"] == format_timestamp(at(11))
+    assert second["sample_count"] == 0 and second["energy_wh"] is None
+    orphan = [s for s in sessions if s["charge_point_id"] == "CP9"][0]
+    assert orphan["start_time"] is None and orphan["energy_wh"] == 5.0
+    assert [s["start_time"] for s in bank.get_sessions(charge_point_id="CP1", since=at(5))] \
+        == [format_timestamp(at(10))]
+    assert len(bank.get_sessions(limit=1)) == 1
+
+
+# -- patterns -----------------------------------------------------------------------------------
+
+def test_learn_pattern_upserts_by_name(bank, clock):
+    first_id = bank.learn_pattern("profile_CP1", {"mean": 16.0}, confidence=0.5)
+    clock.now = at(30)
+    bank.learn_pattern("profile_CP2", {"mean": 32.0})
+    clock.now = at(60)
+    assert bank.learn_pattern("profile_CP1", {"mean": 16.4, "std": 0.2}) == first_id
+    pattern = bank.get_pattern("profile_CP1")
+    assert pattern == {"id": first_id, "name": "profile_CP1",
+                       "parameters": {"mean": 16.4, "std": 0.2}, "occurrences": 2,
+                       "confidence": 0.5, "first_seen": format_timestamp(at(0)),
+                       "last_seen": format_timestamp(at(60))}
+    bank.learn_pattern("profile_CP1", {"mean": 16.5}, confidence=0.9)
+    assert bank.get_pattern("profile_CP1")["confidence"] == 0.9
+    assert bank.get_pattern("profile_CP1")["occurrences"] == 3
+    assert bank.get_pattern("nothing") is None
+    assert [p["name"] for p in bank.get_patterns()] == ["profile_CP1", "profile_CP2"]
+
+
+# -- summary, export, cleaning ------------------------------------------------------------------
+
+def test_dashboard_summary_counts_everything(bank):
+    fill_events(bank)
+    for severity in ("LOW", "LOW", "HIGH"):
+        bank.record_anomaly("CURRENT_FLUCTUATION", severity, severity.lower(), timestamp=at(1))
+    last = bank.record_anomaly("METER_STUCK", "CRITICAL", "last one", charge_point_id="CP2",
+                               timestamp=at(2))
+    bank.start_session("CP1", 1, meter_start_wh=0)
+    bank.end_session("CP1", 1, meter_stop_wh=1500)
+    bank.start_session("CP2", 2)
+    bank.start_session("CP1", 3, meter_start_wh=10)
+    bank.end_session("CP1", 3, meter_stop_wh=510)
+    bank.record_metric("current", 16, "A", "cp")
+    bank.learn_pattern("p", {})
+    summary = bank.get_dashboard_summary()
+    assert summary["last_anomaly"]["id"] == last
+    del summary["last_anomaly"]
+    assert summary == {
+        "database": str(bank.path), "schema_version": memory_bank.SCHEMA_VERSION,
+        "total_events": 5, "first_event": format_timestamp(at(0)),
+        "last_event": format_timestamp(at(4)),
+        "event_types": {"CAN_FRAME": 2, "OCPP_MESSAGE": 2, "PROCESS_START": 1},
+        "charge_points": ["CP1", "CP2"], "total_anomalies": 4,
+        "anomalies_by_severity": {"LOW": 2, "MEDIUM": 0, "HIGH": 1, "CRITICAL": 1},
+        "total_sessions": 3, "active_sessions": 1, "total_energy_wh": 2000.0,
+        "total_metrics": 1, "total_patterns": 1}
+
+
+def test_dashboard_summary_of_an_empty_bank(bank):
+    summary = bank.get_dashboard_summary()
+    assert summary["total_events"] == 0 and summary["last_anomaly"] is None
+    assert summary["first_event"] is None and summary["charge_points"] == []
+    assert summary["total_energy_wh"] == 0
+
+
+def test_export_json_round_trip(bank, tmp_path):
+    fill_events(bank)
+    bank.record_anomaly("CURRENT_FLUCTUATION", "MEDIUM", "d", 1.5, 1.0, 50.0, {"k": [1, 2]},
+                        "CP1", 3)
+    bank.start_session("CP1", 3, meter_start_wh=0)
+    bank.record_metric("current", 16.0, "A", "charger", "CP1", 3)
+    bank.end_session("CP1", 3, meter_stop_wh=100)
+    bank.learn_pattern("p", {"nested": {"a": [1, None, "x"]}}, 0.7)
+    target = tmp_path / "out" / "export.json"
+    target.parent.mkdir()
+
+    counts = bank.export_json(target)
+    assert counts == {"events": 5, "anomalies": 1, "sessions": 1, "metrics": 1, "patterns": 1}
+    exported = json.loads(target.read_text(encoding="utf-8"))
+    assert exported["schema_version"] == memory_bank.SCHEMA_VERSION
+    assert exported["exported_at"] == format_timestamp(T0)
+    assert exported["events"] == sorted(bank.get_recent_events(None), key=lambda r: r["id"])
+    assert exported["anomalies"] == bank.get_anomalies()
+    assert exported["sessions"] == bank.get_sessions()
+    assert exported["metrics"] == bank.get_metrics("current")
+    assert exported["patterns"] == bank.get_patterns()
+    assert list(target.parent.iterdir()) == [target], "no partial file is left behind"
+
+
+def test_export_of_an_empty_bank_is_valid_json(bank, tmp_path):
+    counts = bank.export_json(tmp_path / "empty.json")
+    exported = json.loads((tmp_path / "empty.json").read_text())
+    assert counts == dict.fromkeys(memory_bank.TABLES, 0)
+    assert all(exported[table] == [] for table in memory_bank.TABLES)
+
+
+def test_clean_old_data_deletes_only_old_rows_in_chunks(bank, clock, monkeypatch):
+    monkeypatch.setattr(memory_bank, "DELETE_CHUNK", 3)   # several chunks per table
+    old, recent = T0 - timedelta(days=10), T0 - timedelta(days=1)
+    bank.log_events([{"event_type": "T", "source": "s", "description": f"old {i}",
+                      "timestamp": old} for i in range(7)])
+    bank.log_event("T", "s", "recent", timestamp=recent)
+    bank.record_anomaly("X", "LOW", "old", timestamp=old)
+    bank.record_anomaly("X", "LOW", "recent", timestamp=recent)
+    bank.record_metrics([{"name": "current", "value": i, "unit": "A", "source": "s",
+                          "timestamp": old} for i in range(4)])
+    bank.start_session("CP1", 1, start_time=old)
+    bank.end_session("CP1", 1, end_time=old + timedelta(hours=1))
+    bank.start_session("CP1", 2, start_time=old)          # still open: kept
+    bank.learn_pattern("p", {}, timestamp=old)            # learned knowledge: kept
+
+    deleted = bank.clean_old_data(days=7)
+    assert deleted == {"events": 7, "anomalies": 1, "metrics": 4, "sessions": 1}
+    assert descriptions(bank.get_recent_events(None)) == ["recent"]
+    assert [a["description"] for a in bank.get_anomalies()] == ["recent"]
+    assert bank.get_metrics("current") == []
+    assert [s["transaction_id"] for s in bank.get_sessions()] == [2]
+    assert bank.get_pattern("p") is not None
+    assert bank.clean_old_data(days=7) == {"events": 0, "anomalies": 0, "metrics": 0,
+                                           "sessions": 0}
+    assert bank.clean_old_data(days=0)["events"] == 1
+
+
+# -- opening, read-only, schema -----------------------------------------------------------------
+
+def test_readonly_open_of_a_missing_file_fails_and_creates_nothing(tmp_path):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(MemoryBankError, match=f"no MemoryBank database at {missing}"):
+        MemoryBank(missing, readonly=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_sqlite_gives_one_clear_error(tmp_path):
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("these are my notes, not a database\n" * 50)
+    for readonly in (True, False):
+        with pytest.raises(MemoryBankError) as caught:
+            MemoryBank(bogus, readonly=readonly)
+        assert str(caught.value) == f"{bogus} is not a SQLite database"
+    assert bogus.read_text().startswith("these are my notes"), "the file is left untouched"
+
+
+def test_unwritable_location_gives_one_clear_error(tmp_path):
+    with pytest.raises(MemoryBankError, match="unable to open database file"):
+        MemoryBank(tmp_path / "no" / "such" / "dir.db")
+
+
+def test_readonly_bank_reads_and_refuses_writes(db_path):
+    with MemoryBank(db_path) as writer:
+        writer.log_event("T", "s", "written")
+    with MemoryBank(db_path, readonly=True) as reader:
+        assert descriptions(reader.get_recent_events()) == ["written"]
+        with pytest.raises(MemoryBankError, match="read-only"):
+            reader.log_event("T", "s", "nope")
+        with MemoryBank(db_path) as writer:    # a writer and a reader at once
+            writer.log_event("T", "s", "later")
+        assert descriptions(reader.get_recent_events()) == ["later", "written"]
+
+
+def test_a_sqlite_file_without_the_schema_is_refused_when_reading(tmp_path):
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(MemoryBankError, match="not a MemoryBank database"):
+        MemoryBank(other, readonly=True)
+
+
+def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
+    with MemoryBank(db_path) as bank:
+        assert bank.schema_version == memory_bank.SCHEMA_VERSION == 1
+        indexes = {row[0] for row in bank._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
+        mode = bank._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    assert {"events_timestamp", "events_type", "events_source", "events_charge_point",
+            "anomalies_severity", "metrics_name"} <= indexes
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    for readonly in (True, False):
+        with pytest.raises(MemoryBankError, match="schema version 99, newer than"):
+            MemoryBank(db_path, readonly=readonly)
+
+
+def test_a_later_schema_version_migrates_an_existing_database(db_path, monkeypatch):
+    with MemoryBank(db_path) as bank:
+        bank.log_event("T", "s", "kept across the migration")
+    monkeypatch.setattr(memory_bank, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(memory_bank.MIGRATIONS, 2, (
+        "ALTER TABLE events ADD COLUMN severity TEXT",
+        "CREATE INDEX events_severity ON events (severity)"))
+    with pytest.raises(MemoryBankError, match="schema version 1, older than 2"):
+        MemoryBank(db_path, readonly=True)
+    with MemoryBank(db_path) as bank:
+        assert bank.schema_version == 2
+        assert descriptions(bank.get_recent_events()) == ["kept across the migration"]
+        assert bank.get_recent_events()[0]["severity"] is None
+    with MemoryBank(db_path) as bank:     # opening again runs nothing twice
+        assert bank.schema_version == 2
+
+
+def test_context_manager_closes_the_connection(db_path):
+    with MemoryBank(db_path) as bank:
+        bank.log_event("T", "s", "d")
+    with pytest.raises(MemoryBankError, match="closed"):
+        bank.log_event("T", "s", "after close")
+    bank.close()   # closing twice is harmless
+    assert "memory.db" in repr(bank)
+
+
+# -- pandas -------------------------------------------------------------------------------------
+
+def test_to_dataframe_without_pandas_says_how_to_get_it(bank, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)    # as if it were not installed
+    with pytest.raises(ImportError, match="needs pandas: pip install pandas"):
+        bank.to_dataframe("events")
+
+
+def test_to_dataframe(bank):
+    pandas = pytest.importorskip("pandas")
+    fill_events(bank)
+    frame = bank.to_dataframe("events", source="cp")
+    assert list(frame["description"]) == ["cp->csms CALL Heartbeat", "set limit 16 A"]
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert frame["timestamp"].iloc[0] == pandas.Timestamp(at(1))
+    assert len(bank.to_dataframe("events", limit=2, since=at(0))) == 2
+    assert bank.to_dataframe("sessions").empty
+    with pytest.raises(ValueError, match="unknown table"):
+        bank.to_dataframe("nope")
+    with pytest.raises(ValueError, match="unknown filter"):
+        bank.to_dataframe("events", colour="red")
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+def test_a_write_waits_out_a_lock_longer_than_the_busy_timeout(db_path):
+    with MemoryBank(db_path, busy_timeout=0.02) as bank:
+        locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.3, lambda: locker.execute("COMMIT"))
+        started = time.monotonic()
+        release.start()
+        try:
+            event_id = bank.log_event("T", "s", "waited")
+        finally:
+            release.join()
+            locker.close()
+        assert time.monotonic() - started >= 0.25, "the write waited for the lock"
+        assert [e["id"] for e in bank.get_recent_events()] == [event_id]
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from memory_bank import MemoryBank
+bank = MemoryBank(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[4])):
+    bank.log_event("LOAD", sys.argv[3], "event", {"i": i}, "CP1")
+bank.close()
+print("done", flush=True)
+"""
+
+
+def test_four_writer_processes_lose_no_row(db_path):
+    per_writer = 5000
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), str(db_path),
+                                 f"writer{n}", str(per_writer)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for n in range(4)]
+    try:
+        for writer in writers:       # every one has opened the file (schema made once)
+            assert writer.stdout.readline() == "ready\n", writer.communicate()[1]
+        for writer in writers:
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        seen = []                    # a reader at the same time sees the count only grow
+        with MemoryBank(db_path, readonly=True) as reader:
+            while any(writer.poll() is None for writer in writers) and len(seen) < 1000:
+                seen.append(reader.get_dashboard_summary()["total_events"])
+        assert seen == sorted(seen) and len(set(seen)) > 1
+        for writer in writers:
+            out, err = writer.communicate(timeout=60)
+            assert writer.returncode == 0 and out == "done\n", err
+            assert "locked" not in err
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4 * per_writer
+        per_source = conn.execute(
+            "SELECT source, count(DISTINCT json_extract(data, '$.i')) FROM events "
+            "GROUP BY source").fetchall()
+        assert per_source == [(f"writer{n}", per_writer) for n in range(4)]
+        sources = [row[0] for row in conn.execute("SELECT source FROM events ORDER BY id")]
+    switches = sum(a != b for a, b in zip(sources, sources[1:]))
+    assert switches > 4, "the writers really wrote at the same time"
