@@ -1,0 +1,116 @@
+"""Writes to the MemoryBank from a thread of its own, so the asyncio loop never waits on SQLite.
+
+Events and metrics are batched (one transaction per batch); other writes run in order as
+callables, after every event and metric queued before them, so a session ends only once its
+current samples are stored.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from memory_bank import MemoryBank, MemoryBankError
+
+log = logging.getLogger("bank")
+
+BATCH = 500
+_STOP = object()
+
+
+class BankWriter:
+    """The one MemoryBank connection of a process, owned by a writer thread."""
+
+    def __init__(self, path: Optional[str], source: str) -> None:
+        self.source = source
+        self._queue: queue.Queue = queue.Queue()
+        self._opened = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="bank-writer",
+                                        daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._error is not None:
+            raise self._error
+
+    def event(self, event_type: str, description: str, data: Any = None,
+              charge_point_id: Optional[str] = None) -> None:
+        self._queue.put(("event", {"event_type": event_type, "source": self.source,
+                                   "description": description, "data": data,
+                                   "charge_point_id": charge_point_id, "timestamp": _now()}))
+
+    def metric(self, name: str, value: float, unit: str, charge_point_id: Optional[str] = None,
+               transaction_id: Optional[int] = None, timestamp: Any = None) -> None:
+        self._queue.put(("metric", {"name": name, "value": value, "unit": unit,
+                                    "source": self.source, "charge_point_id": charge_point_id,
+                                    "transaction_id": transaction_id,
+                                    "timestamp": timestamp or _now()}))
+
+    def call(self, write: Callable[[MemoryBank], Any]) -> None:
+        """Run ``write(bank)`` in the writer thread, after everything queued before it."""
+        self._queue.put(("call", write))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then close the connection."""
+        self._queue.put(("stop", _STOP))
+        self._thread.join(timeout)
+
+    def _run(self, path: Optional[str]) -> None:
+        try:
+            bank = MemoryBank(path)
+        except (MemoryBankError, OSError) as exc:
+            self._error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        try:
+            running = True
+            while running:
+                items = [self._queue.get()]
+                while len(items) < BATCH:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                running = self._write(bank, items)
+        finally:
+            bank.close()
+
+    def _write(self, bank: MemoryBank, items: list[tuple[str, Any]]) -> bool:
+        events: list[dict] = []
+        metrics: list[dict] = []
+
+        def flush() -> None:
+            if events:
+                _guard(bank.log_events, list(events))
+                events.clear()
+            if metrics:
+                _guard(bank.record_metrics, list(metrics))
+                metrics.clear()
+
+        for kind, item in items:
+            if kind == "event":
+                events.append(item)
+            elif kind == "metric":
+                metrics.append(item)
+            else:
+                flush()
+                if kind == "stop":
+                    return False
+                _guard(item, bank)
+        flush()
+        return True
+
+
+def _guard(write: Callable, *args: Any) -> None:
+    """A write that fails is reported in one line; the writer carries on with the next."""
+    try:
+        write(*args)
+    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the recorder
+        log.error("MemoryBank write failed: %s", exc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,193 @@
+"""OCPP-J 1.6 at our boundary, for both sides: the frame rules and the error codes of 1.6.
+
+The ``ocpp`` library sends 2.0.1's ``FormatViolation`` where 1.6 names ``FormationViolation``, and
+swaps ``NotImplemented`` (unknown action) with ``NotSupported`` (known action, not supported)
+(mobilityhouse/ocpp #381, #490, #426). :class:`Endpoint` parses every frame itself, answers a bad
+CALL with 1.6's own code, ignores a frame it cannot read (OCPP-J 1.6 §4.1.3), and reports every
+frame it receives or sends to :meth:`Endpoint.on_frame`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ocpp.exceptions import (FormatViolationError, FormationViolationError, NotImplementedError,
+                             NotSupportedError, OCPPError)
+from ocpp.messages import Call, CallError, CallResult
+from ocpp.v16 import ChargePoint
+from ocpp.v16.enums import Action
+
+SUBPROTOCOL = "ocpp1.6"
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+TYPE_NAMES = {CALL: "CALL", CALLRESULT: "CALLRESULT", CALLERROR: "CALLERROR"}
+KNOWN_ACTIONS = frozenset(action.value for action in Action)
+
+log = logging.getLogger("ocpp16")
+
+# The descriptions OCPP-J 1.6 §4.2.3 gives these codes (the library's are swapped too).
+NOT_IMPLEMENTED = "Requested Action is not known by receiver"
+NOT_SUPPORTED = "Requested Action is recognized but not supported by the receiver"
+FORMATION_VIOLATION = ("Payload for Action is syntactically incorrect or not conform the PDU "
+                       "structure for Action")
+
+
+def unknown_action(action: str) -> OCPPError:
+    """The error for an action without a handler: 1.6's NotImplemented or NotSupported."""
+    cause = {"cause": f"{action} has no handler here"}
+    if action in KNOWN_ACTIONS:
+        return NotSupportedError(description=NOT_SUPPORTED, details=cause)
+    return NotImplementedError(description=NOT_IMPLEMENTED, details=cause)
+
+
+def to_ocpp16(error: OCPPError) -> OCPPError:
+    """Correct an error the library raised to the code OCPP 1.6 defines for it."""
+    details = {"cause": str(error.details.get("cause", ""))} if error.details else {}
+    if isinstance(error, FormatViolationError):
+        return FormationViolationError(description=FORMATION_VIOLATION, details=details)
+    if isinstance(error, NotImplementedError):  # the library: known action, no handler
+        return NotSupportedError(description=NOT_SUPPORTED, details=details)
+    if isinstance(error, NotSupportedError):  # the library: action unknown to 1.6
+        return NotImplementedError(description=NOT_IMPLEMENTED, details=details)
+    return type(error)(description=error.description, details=details)
+
+
+class Malformed(Exception):
+    """A frame that cannot be answered: ignored with a log line."""
+
+
+@dataclass
+class BadCall(Exception):
+    """A CALL whose message id can be read but which is not a well-formed CALL."""
+
+    unique_id: str
+    error: OCPPError
+
+
+def parse(raw: Any) -> Call | CallResult | CallError:
+    """Read one OCPP-J frame. Raises Malformed (ignore it) or BadCall (answer with a CALLERROR)."""
+    try:
+        message = json.loads(raw)
+    except (TypeError, ValueError):
+        raise Malformed("not JSON") from None
+    if not isinstance(message, list) or not message:
+        raise Malformed("not a JSON array")
+    kind = message[0]
+    if kind not in TYPE_NAMES or isinstance(kind, bool):
+        raise Malformed(f"unknown message type {kind!r}")
+    if len(message) < 2 or not isinstance(message[1], str):
+        raise Malformed("no readable message id")
+    unique_id = message[1]
+    if kind == CALL:
+        if len(message) != 4 or not isinstance(message[2], str) or not isinstance(message[3], dict):
+            raise BadCall(unique_id, FormationViolationError(
+                description=FORMATION_VIOLATION,
+                details={"cause": "a CALL is [2, messageId, action, {payload}]"}))
+        return Call(unique_id, message[2], message[3])
+    if kind == CALLRESULT:
+        if len(message) != 3 or not isinstance(message[2], dict):
+            raise Malformed("a CALLRESULT is [3, messageId, {payload}]")
+        return CallResult(unique_id, message[2])
+    if len(message) not in (4, 5) or not all(isinstance(m, str) for m in message[2:4]):
+        raise Malformed("a CALLERROR is [4, messageId, errorCode, errorDescription, {details}]")
+    return CallError(unique_id, message[2], message[3], message[4] if len(message) == 5 else {})
+
+
+class Endpoint(ChargePoint):
+    """An ``ocpp.v16.ChargePoint`` with 1.6's error codes and a hook on every frame.
+
+    ``side`` ("csms" or "cp") names this end in the frame records.
+    """
+
+    side = "csms"
+
+    def __init__(self, id: str, connection: Any, response_timeout: float = 30) -> None:
+        super().__init__(id, connection, response_timeout=response_timeout,
+                         logger=logging.getLogger("ocpp"))
+        self._sent_calls: dict[str, str] = {}
+        self._received_calls: dict[str, str] = {}
+
+    def on_frame(self, record: dict[str, Any]) -> None:
+        """Called for every frame both ways with action, direction, message_type, message_id,
+        payload. Override to log or record."""
+
+    def on_ignored(self, raw: Any, reason: str) -> None:
+        log.warning("%s: ignored a frame (%s): %.200s", self.id, reason, raw)
+
+    async def route_message(self, raw_msg: Any) -> None:
+        try:
+            msg = parse(raw_msg)
+        except Malformed as exc:
+            self.on_ignored(raw_msg, str(exc))
+            return
+        except BadCall as bad:
+            self._record("received", CALL, bad.unique_id, None, _payload_of(raw_msg))
+            await self._send(CallError(bad.unique_id, bad.error.code, bad.error.description,
+                                       bad.error.details).to_json())
+            return
+        if isinstance(msg, Call):
+            self._received_calls[msg.unique_id] = msg.action
+            self._record("received", CALL, msg.unique_id, msg.action, msg.payload)
+            await self._answer(msg)
+            return
+        action = self._sent_calls.pop(msg.unique_id, None)
+        if action is None:
+            self.on_ignored(raw_msg, "a response to no CALL of ours")
+            return
+        msg.action = action
+        if isinstance(msg, CallResult):
+            self._record("received", CALLRESULT, msg.unique_id, action, msg.payload)
+        else:
+            self._record("received", CALLERROR, msg.unique_id, action, _error_payload(msg))
+        self._response_queue.put_nowait(msg)
+
+    async def _answer(self, msg: Call) -> None:
+        handlers = self.route_map.get(msg.action, {})
+        if "_on_action" not in handlers:
+            error: Optional[OCPPError] = unknown_action(msg.action)
+        else:
+            try:
+                await self._handle_call(msg)
+                return
+            except OCPPError as exc:
+                error = to_ocpp16(exc)
+        log.info("%s: %s %s answered %s", self.id, msg.action, msg.unique_id, error.code)
+        await self._send(msg.create_call_error(error).to_json())
+
+    async def _send(self, message: str) -> None:
+        frame = json.loads(message)
+        kind, unique_id = frame[0], frame[1]
+        if kind == CALL:
+            self._sent_calls[unique_id] = frame[2]
+            self._record("sent", CALL, unique_id, frame[2], frame[3])
+        else:
+            action = self._received_calls.pop(unique_id, None)
+            payload = frame[2] if kind == CALLRESULT else _error_payload(CallError(*frame[1:]))
+            self._record("sent", kind, unique_id, action, payload)
+        await self._connection.send(message)
+
+    def _record(self, direction: str, kind: int, unique_id: str, action: Optional[str],
+                payload: Any) -> None:
+        self.on_frame({"action": action, "direction": direction,
+                       "message_type": TYPE_NAMES[kind], "message_id": unique_id,
+                       "payload": payload})
+
+
+def compact(payload: Any, limit: int = 160) -> str:
+    """A payload on one short line, for the console."""
+    text = json.dumps(payload, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _error_payload(error: CallError) -> dict[str, Any]:
+    return {"errorCode": error.error_code, "errorDescription": error.error_description,
+            "errorDetails": error.error_details}
+
+
+def _payload_of(raw: Any) -> Any:
+    try:
+        message = json.loads(raw)
+        return message[3] if len(message) > 3 else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,124 @@
+"""Charging profiles: what the central system builds, what the charge point accepts, the limit
+in force."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import charging_profiles as cpf
+from charging_profiles import ProfileError, ProfileStore
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def profile(**changes):
+    data = cpf.build(1, 16, start=NOW)
+    data.update(changes)
+    return data
+
+
+def test_built_profile_is_valid_1_6_and_parses_back():
+    from ocpp.messages import Call, _validate_payload
+    wire = cpf.build(7, 100, purpose="TxDefaultProfile", stack_level=2, start=NOW)
+    _validate_payload(Call("1", "SetChargingProfile", {"connectorId": 1,
+                                                       "csChargingProfiles": wire}), "1.6")
+    parsed = cpf.parse(wire)
+    assert (parsed.id, parsed.stack_level, parsed.purpose, parsed.kind, parsed.unit) == \
+        (7, 2, "TxDefaultProfile", "Absolute", "A")
+    assert parsed.periods == (cpf.Period(0, 100.0),) and parsed.start_schedule == NOW
+    assert cpf.parse(cpf.build(1, 32, purpose="TxProfile")).kind == "Relative"
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"chargingProfilePurpose": "Whatever"}, "unknown purpose"),
+    ({"stackLevel": 99}, "stack level"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": []}}, "1 to 24"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+        {"startPeriod": 5, "limit": 1}]}}, "start at 0"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+        {"startPeriod": 0, "limit": 1}, {"startPeriod": 0, "limit": 2}]}}, "increasing"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+        {"startPeriod": 0, "limit": -1}]}}, "negative"),
+    ({"chargingSchedule": {"chargingRateUnit": "VA", "chargingSchedulePeriod": [
+        {"startPeriod": 0, "limit": 1}]}}, "unit"),
+    ({"chargingProfileKind": "Recurring"}, "recurrencyKind"),
+    ({"transactionId": 5}, "only a TxProfile"),
+    ({"chargingSchedule": None}, "malformed"),
+])
+def test_profiles_a_charge_point_cannot_apply(changes, reason):
+    with pytest.raises(ProfileError, match=reason):
+        cpf.parse(profile(**changes))
+
+
+def test_limit_in_watts_is_converted_at_the_nominal_voltage():
+    watts = cpf.parse(cpf.build(1, 3680, unit="W", start=NOW))
+    assert watts.limit_at(NOW, voltage=230.0) == pytest.approx(16.0)
+
+
+def test_schedule_periods_elapse_in_simulated_seconds():
+    data = profile(chargingSchedule={"chargingRateUnit": "A", "startSchedule": cpf.iso(NOW),
+                                     "duration": 100, "chargingSchedulePeriod": [
+                                         {"startPeriod": 0, "limit": 10},
+                                         {"startPeriod": 50, "limit": 20}]})
+    parsed = cpf.parse(data)
+    assert parsed.limit_at(NOW + timedelta(seconds=4), speed=10) == 10
+    assert parsed.limit_at(NOW + timedelta(seconds=6), speed=10) == 20
+    assert parsed.limit_at(NOW + timedelta(seconds=11), speed=10) is None
+    assert parsed.limit_at(NOW - timedelta(seconds=1)) is None
+
+
+def test_validity_window():
+    parsed = cpf.parse(profile(validFrom=cpf.iso(NOW), validTo=cpf.iso(NOW + timedelta(hours=1))))
+    assert parsed.limit_at(NOW - timedelta(seconds=1)) is None
+    assert parsed.limit_at(NOW + timedelta(minutes=30)) == 16
+    assert parsed.limit_at(NOW + timedelta(hours=1)) is None
+
+
+def test_store_default_then_tx_default_then_tx_profile_capped_by_max():
+    store = ProfileStore(32.0)
+    assert store.limit(NOW) == 32.0
+    store.install(1, cpf.parse(cpf.build(1, 0, start=NOW)))
+    assert store.limit(NOW) == 0.0
+    store.install(1, cpf.parse(cpf.build(1, 100, start=NOW)))  # same id: replaces
+    assert store.limit(NOW) == 100.0 and len(store.installed) == 1
+    store.install(1, cpf.parse(cpf.build(2, 40, purpose="TxProfile")), 9, transaction_running=True)
+    assert store.limit(NOW, transaction_start=NOW) == 40.0
+    assert store.limit(NOW) == 100.0
+    store.install(0, cpf.parse(cpf.build(3, 20, purpose="ChargePointMaxProfile", start=NOW)))
+    assert store.limit(NOW, transaction_start=NOW) == 20.0
+    store.end_transaction()
+    assert [i.profile.id for i in store.installed] == [1, 3]
+
+
+def test_highest_stack_level_wins_and_same_stack_and_purpose_replaces():
+    store = ProfileStore(32.0)
+    store.install(1, cpf.parse(cpf.build(1, 10, stack_level=0, start=NOW)))
+    store.install(1, cpf.parse(cpf.build(2, 20, stack_level=1, start=NOW)))
+    assert store.limit(NOW) == 20.0
+    store.install(1, cpf.parse(cpf.build(3, 5, stack_level=1, start=NOW)))
+    assert store.limit(NOW) == 5.0 and {i.profile.id for i in store.installed} == {1, 3}
+
+
+def test_install_rules_for_connectors_and_transactions():
+    store = ProfileStore(32.0)
+    tx_profile = cpf.parse(cpf.build(2, 40, purpose="TxProfile"))
+    with pytest.raises(ProfileError, match="transaction in progress"):
+        store.install(1, tx_profile)
+    with pytest.raises(ProfileError, match="needs a connector"):
+        store.install(0, tx_profile, 1, True)
+    with pytest.raises(ProfileError, match="not in progress"):
+        store.install(1, cpf.parse(cpf.build(2, 40, purpose="TxProfile", transaction_id=5)), 6,
+                      True)
+    with pytest.raises(ProfileError, match="no connector 2"):
+        store.install(2, cpf.parse(cpf.build(1, 1, start=NOW)))
+    with pytest.raises(ProfileError, match="connector 0"):
+        store.install(1, cpf.parse(cpf.build(1, 1, purpose="ChargePointMaxProfile", start=NOW)))
+
+
+def test_clear_by_id_or_by_criteria_restores_the_default():
+    store = ProfileStore(32.0)
+    store.install(1, cpf.parse(cpf.build(1, 10, stack_level=0, start=NOW)))
+    store.install(1, cpf.parse(cpf.build(2, 20, stack_level=1, start=NOW)))
+    assert store.clear(profile_id=2, purpose="TxProfile") == 1
+    assert store.clear(purpose="TxProfile") == 0
+    assert store.clear(connector_id=1, stack_level=0) == 1
+    assert store.limit(NOW) == 32.0

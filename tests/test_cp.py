@@ -1,0 +1,289 @@
+"""cp.py (a real subprocess) against a central system written in the test with the ocpp library
+only, and a CAN charger played by the test on a real python-can-remote bus."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import can
+import pytest
+from ocpp.exceptions import InternalError, OCPPError
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import Action
+from websockets.asyncio.server import serve
+
+import charging_profiles
+import frames
+from conftest import script, start, stop
+from cp import Backoff, Configuration
+from memory_bank import MemoryBank
+from ocpp_helpers import now_iso
+
+SPEED = 20.0
+
+
+class PlayedCharger:
+    """Plays the charger on the bus: publishes 0x300 every period while told to, records the
+    frames the charge point sends."""
+
+    def __init__(self, channel: str, period: float = 1.0 / SPEED) -> None:
+        self.bus = can.Bus(interface="remote", channel=channel)
+        self.period = period
+        self.amps = 0.0
+        self.publishing = threading.Event()
+        self.publishing.set()
+        self.received: list[frames.Frame] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            msg = self.bus.recv(max(0.0, next_tick - time.monotonic()))
+            if msg is not None:
+                frame = frames.decode(msg)
+                if frame is not None and frame.arbitration_id != frames.MEASURED_CURRENT:
+                    self.received.append(frame)
+            if time.monotonic() >= next_tick:
+                if self.publishing.is_set():
+                    self.bus.send(frames.measured_current(self.amps))
+                next_tick += self.period
+
+    def sent(self) -> list[tuple[int, float | None]]:
+        return [(f.arbitration_id, f.amps) for f in self.received]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.bus.shutdown()
+
+
+class PlainCentral(ChargePoint):
+    """A central system that only uses the ocpp library; fails the first StopTransaction."""
+
+    def __init__(self, id, connection, log):
+        super().__init__(id, connection, response_timeout=5)
+        self.log = log
+        self.stop_attempts = 0
+
+    @on(Action.boot_notification)
+    def on_boot(self, **payload):
+        self.log.append(("BootNotification", payload))
+        return call_result.BootNotification(current_time=now_iso(), interval=60,
+                                            status="Accepted")
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self):
+        return call_result.Heartbeat(current_time=now_iso())
+
+    @on(Action.status_notification)
+    def on_status(self, **payload):
+        self.log.append(("StatusNotification", payload))
+        return call_result.StatusNotification()
+
+    @on(Action.start_transaction)
+    def on_start(self, **payload):
+        self.log.append(("StartTransaction", payload))
+        return call_result.StartTransaction(transaction_id=42, id_tag_info={"status": "Accepted"})
+
+    @on(Action.stop_transaction)
+    def on_stop(self, **payload):
+        self.log.append(("StopTransaction", payload))
+        self.stop_attempts += 1
+        if self.stop_attempts == 1:
+            raise InternalError(description="database hiccup")
+        return call_result.StopTransaction()
+
+    @on(Action.meter_values)
+    def on_meter_values(self, **payload):
+        self.log.append(("MeterValues", payload))
+        return call_result.MeterValues()
+
+
+@dataclass
+class ChangeConfiguration:  # the real action's name, with a field 1.6 does not have
+    key: str
+    value: str
+    colour: str
+
+
+@dataclass
+class FooBar:
+    pass
+
+
+async def until(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def statuses(log):
+    return [p["status"] for action, p in log if action == "StatusNotification"]
+
+
+def of(log, action):
+    return [p for a, p in log if a == action]
+
+
+async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, db_path):
+    log: list = []
+    centrals: list[PlainCentral] = []
+
+    async def handler(connection):
+        central = PlainCentral(connection.request.path.strip("/"), connection, log)
+        centrals.append(central)
+        await central.start()
+
+    charger = await asyncio.to_thread(PlayedCharger, bus_server)
+    proc = None
+    try:
+        async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:
+            port = server.sockets[0].getsockname()[1]
+            proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--id", "CP_T",
+                                "--speed", str(SPEED), "--db", str(db_path),
+                                "--can-interface", "remote", "--can-channel", bus_server))
+            await until(lambda: statuses(log) == ["Available"], what="boot and Available")
+            central = centrals[0]
+            assert of(log, "BootNotification")[0]["charge_point_model"]
+            await until(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(), what="default limit")
+
+            config = await central.call(call.GetConfiguration(key=["MeterValueSampleInterval",
+                                                                   "Foo"]))
+            assert config.configuration_key == [{"key": "MeterValueSampleInterval",
+                                                 "readonly": False, "value": "1"}]
+            assert config.unknown_key == ["Foo"]
+            changes = [("TransactionMessageRetryInterval", "2", "Accepted"),
+                       ("NumberOfConnectors", "2", "Rejected"), ("Foo", "1", "NotSupported"),
+                       ("MeterValueSampleInterval", "abc", "Rejected")]
+            for key, value, expected in changes:
+                result = await central.call(call.ChangeConfiguration(key=key, value=value))
+                assert result.status == expected, key
+
+            tx_profile = charging_profiles.build(5, 20, purpose="TxProfile")
+            result = await central.call(call.SetChargingProfile(connector_id=1,
+                                                                cs_charging_profiles=tx_profile))
+            assert result.status == "Rejected"
+            watts = charging_profiles.build(1, 3680, unit="W", start=charging_profiles.parse_time(
+                now_iso()))
+            result = await central.call(call.SetChargingProfile(connector_id=1,
+                                                                cs_charging_profiles=watts))
+            assert result.status == "Accepted"
+            await until(lambda: (frames.SET_LIMIT, 16.0) in charger.sent(), what="0x210 16 A")
+
+            result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=2))
+            assert result.status == "Rejected"
+            result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=1))
+            assert result.status == "Accepted"
+            start_req = (await until(lambda: of(log, "StartTransaction"), what="Start"))[0]
+            assert (start_req["id_tag"], start_req["connector_id"]) == ("T", 1)
+            assert isinstance(start_req["meter_start"], int)
+            await until(lambda: (frames.START, None) in charger.sent(), what="0x200")
+            assert (await central.call(call.RemoteStartTransaction(id_tag="T"))).status == \
+                "Rejected"
+            charger.amps = 16.0
+
+            def charging_sample():
+                for payload in of(log, "MeterValues"):
+                    values = {v["measurand"]: v for v in payload["meter_value"][0]["sampled_value"]}
+                    if payload.get("transaction_id") == 42 and \
+                            values["Current.Import"]["value"] == "16.0":
+                        return values
+            values = await until(charging_sample, what="MeterValues while charging")
+            assert values["Voltage"]["value"] == "230.0" and values["Current.Import"]["unit"] == "A"
+            assert values["Power.Active.Import"]["value"] == "3680.0"
+            assert values["Energy.Active.Import.Register"]["unit"] == "Wh"
+
+            charger.publishing.clear()
+            await until(lambda: "Faulted" in statuses(log), what="Faulted")
+            faulted = [p for p in of(log, "StatusNotification") if p["status"] == "Faulted"][0]
+            assert faulted["error_code"] == "OtherError"
+            charger.publishing.set()
+            await until(lambda: statuses(log)[-1] == "Charging", what="back to Charging")
+
+            def energy_wh():
+                registers = [float(v["value"]) for p in of(log, "MeterValues")
+                             for v in p["meter_value"][0]["sampled_value"]
+                             if v["measurand"] == "Energy.Active.Import.Register"]
+                return registers[-1] if registers else 0.0
+            await until(lambda: energy_wh() >= start_req["meter_start"] + 5, what="5 Wh charged")
+
+            assert (await central.call(call.RemoteStopTransaction(transaction_id=41))).status == \
+                "Rejected"
+            assert (await central.call(call.RemoteStopTransaction(transaction_id=42))).status == \
+                "Accepted"
+            await until(lambda: (frames.STOP, None) in charger.sent(), what="0x201")
+            charger.amps = 0.0
+            stops = await until(lambda: len(of(log, "StopTransaction")) == 2 and
+                                of(log, "StopTransaction"), what="StopTransaction retried")
+            assert stops[0] == stops[1]
+            assert (stops[0]["transaction_id"], stops[0]["reason"]) == (42, "Remote")
+            assert stops[0]["meter_stop"] > start_req["meter_start"]
+            await until(lambda: statuses(log)[-1] == "Available", what="Available")
+            assert statuses(log) == ["Available", "Preparing", "Charging", "Faulted", "Charging",
+                                     "Finishing", "Available"]
+
+            assert (await central.call(call.ClearChargingProfile())).status == "Accepted"
+            await until(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
+                        what="default limit restored")
+            assert (await central.call(call.ClearChargingProfile(id=99))).status == "Unknown"
+            assert [f for f in charger.sent() if f[0] != frames.SET_LIMIT] == \
+                [(frames.START, None), (frames.STOP, None)]
+
+            for request, code in ((FooBar(), "NotImplemented"), (call.Reset(type="Soft"),
+                                                                 "NotSupported"),
+                                  (ChangeConfiguration("a", "b", "red"), "FormationViolation")):
+                with pytest.raises(OCPPError) as error:
+                    await central.call(request, suppress=False, skip_schema_validation=True)
+                assert error.value.code == code
+        code, out = stop(proc)
+        assert code == 0, out
+        assert "Traceback" not in out
+    finally:
+        if proc is not None and proc.poll() is None:
+            stop(proc)
+        await asyncio.to_thread(charger.close)
+
+    with MemoryBank(db_path, readonly=True) as bank:
+        can_events = bank.get_recent_events(50, {"event_type": "CAN_FRAME", "source": "cp"})
+        assert {e["data"]["id"] for e in can_events} == {"0x200", "0x201", "0x210"}
+        messages = bank.get_recent_events(500, {"event_type": "OCPP_MESSAGE", "source": "cp"})
+        assert {e["data"]["direction"] for e in messages} == {"sent", "received"}
+        assert any(e["description"] == "cp->csms CALL StartTransaction" for e in messages)
+        currents = bank.get_metrics("current", charge_point_id="CP_T", transaction_id=42)
+        assert currents and all(m["source"] == "cp" for m in currents)
+        assert 16.0 in [m["value"] for m in currents]
+
+
+def test_configuration_keys():
+    config = Configuration()
+    known, unknown = config.get()
+    assert {k["key"] for k in known} >= {"HeartbeatInterval", "TransactionMessageAttempts",
+                                         "NumberOfConnectors"}
+    assert unknown == []
+    assert config.change("TransactionMessageAttempts", "0") == "Rejected"
+    assert config.change("HeartbeatInterval", "5") == "Accepted" and config["HeartbeatInterval"] == 5
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    backoff = Backoff(base=1.0, cap=8.0, rng=lambda: 1.0)
+    assert [backoff.next() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    backoff.reset()
+    assert backoff.next() == 1
+    low = Backoff(base=1.0, cap=8.0, rng=lambda: 0.0)
+    assert [low.next() for _ in range(3)] == [0.5, 1, 2]
+
+
+def test_bad_url_is_a_usage_error(db_path):
+    proc = start(script("cp.py", "--url", "http://x", "--db", str(db_path)))
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "--url must be a ws://" in out and "Traceback" not in out
