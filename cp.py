@@ -409,6 +409,16 @@ class Station:
         self.phase = "Available"
         self._report_status()
 
+    async def shut_down(self, timeout: float) -> None:
+        """End a running transaction and give the outbox ``timeout`` wall seconds to deliver it,
+        so that a stopped site leaves no session open in the central system."""
+        if self.phase == "Charging":
+            log.info("shutting down: stopping the transaction")
+            await self._stop_transaction("Other")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.outbox and self.connected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+
     # -- meter values ------------------------------------------------------------------------
 
     def sample(self) -> None:
@@ -672,6 +682,7 @@ async def amain(args: Any) -> None:
                                                   station.run_meter(), station.run_watchdog())]
     try:
         await stop.wait()
+        await station.shut_down(timeout=3.0)
     finally:
         for task in tasks:
             task.cancel()

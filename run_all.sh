@@ -103,16 +103,21 @@ running() {
   return 1
 }
 
-stop_site() {
-  local name pid deadline
-  for name in plot cp csms charger bus; do
-    alive "$name" && kill -TERM "$(pid_of "$name")" 2>/dev/null
-  done
+stop_process() {  # stop_process NAME: SIGTERM, up to 10 s to finish, then SIGKILL
+  local deadline
+  alive "$1" || return 0
+  kill -TERM "$(pid_of "$1")" 2>/dev/null
   deadline=$(( $(date +%s) + 10 ))
-  while running && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
-  for name in $PROCESSES; do
-    alive "$name" && { echo "run_all.sh: $name did not stop in 10 s; killing it" >&2; kill -KILL "$(pid_of "$name")"; }
-  done
+  while alive "$1" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+  if alive "$1"; then
+    echo "run_all.sh: $1 did not stop in 10 s; killing it" >&2
+    kill -KILL "$(pid_of "$1")" 2>/dev/null
+  fi
+}
+
+stop_site() {  # the charge point first, so that it can still end its transaction
+  local name
+  for name in plot cp csms charger bus; do stop_process "$name"; done
   if [ -f "$RUN/tmux" ] && command -v tmux >/dev/null 2>&1; then
     tmux kill-session -t "$TMUX_SESSION" 2>/dev/null
   fi
@@ -120,7 +125,12 @@ stop_site() {
 }
 
 if [ "$action" = stop ]; then
-  if running || [ -f "$RUN/tmux" ]; then
+  supervisor=$(cat "$RUN/run_all.pid" 2>/dev/null)
+  if [ -n "$supervisor" ] && kill -0 "$supervisor" 2>/dev/null; then
+    kill -TERM "$supervisor"  # a headless run: it stops its own children and prints its summary
+    while kill -0 "$supervisor" 2>/dev/null; do sleep 0.1; done
+    echo "Stopped the site in $workdir."
+  elif running || [ -f "$RUN/tmux" ]; then
     stop_site
     echo "Stopped the site in $workdir."
   else
@@ -257,9 +267,6 @@ launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${ca
 wait_started plot
 echo "The site is up: central system ws://127.0.0.1:$port/CP_1. Stop it with ./run_all.sh --stop."
 
-summary() {
-  "$PY" "$ROOT/memory_viewer.py" --summary ${db:+--db "$db"} || true
-}
 
 if [ "$mode" != headless ]; then
   if [ -n "$duration" ]; then
@@ -271,6 +278,15 @@ if [ "$mode" != headless ]; then
   exit 0
 fi
 
+finish() {  # stop every child of this run and show what the MemoryBank holds
+  stop_site
+  rm -f "$RUN/run_all.pid"
+  echo "Summary of the MemoryBank:"
+  (cd "$workdir" && "$PY" "$ROOT/memory_viewer.py" --summary ${db:+--db "$db"}) || true
+  exit 0
+}
+trap 'echo; echo "Stopping the site ..."; finish' INT TERM
+echo $$ > "$RUN/run_all.pid"
 echo "Logs in $LOGS; plot in $PLOTS/current.png. Ctrl-C stops everything."
 start=$(date +%s)
 while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "${duration%.*}" ]; do
@@ -281,7 +297,5 @@ while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "${duration%.*}" ];
   done
   sleep 0.2
 done
-stop_site
-echo "Stopped after $duration s. Summary of the MemoryBank:"
-(cd "$workdir" && summary)
-exit 0
+echo "Stopping the site after $duration s ..."
+finish

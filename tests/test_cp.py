@@ -287,3 +287,35 @@ def test_bad_url_is_a_usage_error(db_path):
     proc = start(script("cp.py", "--url", "http://x", "--db", str(db_path)))
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "--url must be a ws://" in out and "Traceback" not in out
+
+
+async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, db_path):
+    log: list = []
+    centrals: list[PlainCentral] = []
+
+    async def handler(connection):
+        central = PlainCentral(connection.request.path.strip("/"), connection, log)
+        central.stop_attempts = 1  # accept the first StopTransaction
+        centrals.append(central)
+        await central.start()
+
+    charger = await asyncio.to_thread(PlayedCharger, bus_server)
+    proc = None
+    try:
+        async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:
+            port = server.sockets[0].getsockname()[1]
+            proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--speed", str(SPEED),
+                                "--db", str(db_path), "--can-channel", bus_server))
+            await until(lambda: statuses(log) == ["Available"], what="boot")
+            result = await centrals[0].call(call.RemoteStartTransaction(id_tag="T"))
+            assert result.status == "Accepted"
+            await until(lambda: of(log, "StartTransaction"), what="StartTransaction")
+            code, out = await asyncio.to_thread(stop, proc)
+            assert code == 0, out
+            (stopped,) = of(log, "StopTransaction")
+            assert (stopped["transaction_id"], stopped["reason"]) == (42, "Other")
+            assert (frames.STOP, None) in charger.sent()
+    finally:
+        if proc is not None and proc.poll() is None:
+            stop(proc)
+        await asyncio.to_thread(charger.close)

@@ -1,0 +1,134 @@
+"""run_all.sh end to end: the whole site as real processes, headless and in tmux."""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, port_open, wait_for
+
+RUN_ALL = str(ROOT / "run_all.sh")
+
+
+SITES: dict[Path, tuple[int, int]] = {}
+
+
+def site_args(workdir: Path) -> list[str]:
+    """Arguments for a site of its own: a work directory and free ports, remembered for it."""
+    SITES[workdir] = (free_port(), free_port())
+    port, bus_port = SITES[workdir]
+    return ["--workdir", str(workdir), "--port", str(port), "--bus-port", str(bus_port)]
+
+
+def processes_of(workdir: Path) -> list[str]:
+    """Command lines of the Python processes still running that belong to that site."""
+    port, bus_port = SITES[workdir]
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "python" in line and
+            (f"127.0.0.1:{bus_port}/" in line or f"--port {bus_port}" in line
+             or f"--port {port}" in line or f"127.0.0.1:{port}" in line)]
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def run_headless(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([RUN_ALL, "--headless", *site_args(workdir), *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_fluctuation_site_records_the_anomaly(tmp_path):
+    result = run_headless(tmp_path, "--duration", "12", "--speed", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = tmp_path / "ev_charging_memory.db"
+    events = " ".join(r[0] for r in rows(db, "SELECT description FROM events"))
+    assert "BootNotification" in events and "MeterValues" in events
+    sessions = rows(db, "SELECT energy_wh FROM sessions WHERE end_time IS NOT NULL")
+    assert len(sessions) >= 2 and all(energy > 0 for (energy,) in sessions), sessions
+    assert rows(db, "SELECT COUNT(*) FROM anomalies WHERE anomaly_type = 'CURRENT_FLUCTUATION'")[0][0] >= 1
+    assert rows(db, "SELECT COUNT(*) FROM patterns")[0][0] >= 1
+    png = tmp_path / "plots" / "current.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Summary" in result.stdout
+    assert processes_of(tmp_path) == []
+
+
+def test_normal_site_has_sessions_and_no_anomaly(tmp_path):
+    result = run_headless(tmp_path, "--duration", "8", "--speed", "10", "--scenario", "normal")
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = tmp_path / "ev_charging_memory.db"
+    assert rows(db, "SELECT COUNT(*) FROM sessions")[0][0] >= 1
+    assert rows(db, "SELECT COUNT(*) FROM metrics WHERE name = 'current' AND value > 30")[0][0] >= 3
+    assert rows(db, "SELECT COUNT(*) FROM anomalies")[0][0] == 0
+    assert processes_of(tmp_path) == []
+
+
+def test_stop_stops_a_running_site_and_a_second_start_is_refused(tmp_path):
+    args = site_args(tmp_path)
+    first = subprocess.Popen([RUN_ALL, "--headless", *args, "--speed", "10"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (tmp_path / ".run" / "run_all.pid").exists() or first.poll() is not None,
+                 timeout=90, message="the site to start")
+        assert first.poll() is None
+        second = subprocess.run([RUN_ALL, "--headless", *args], capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1 and "already running" in second.stderr
+        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert processes_of(tmp_path) == []
+    assert not port_open(int(args[args.index("--port") + 1]))
+
+
+def test_a_process_that_cannot_start_fails_the_run_with_its_log(tmp_path):
+    busy = free_port()
+    import socket
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", busy))
+        blocker.listen()
+        args = site_args(tmp_path)
+        args[args.index("--port") + 1] = str(busy)
+        result = subprocess.run([RUN_ALL, "--headless", *args], capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 1
+    assert f"port {busy} on 127.0.0.1 is in use" in result.stderr
+    assert processes_of(tmp_path) == []
+
+
+def test_bad_arguments_exit_2():
+    result = subprocess.run([RUN_ALL, "--speed", "fast"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--speed" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_tmux_mode_opens_one_window_per_process(tmp_path):
+    env = {**os.environ, "TMUX_TMPDIR": str(tmp_path)}
+    env.pop("TMUX", None)
+    workdir = tmp_path / "site"
+    started = subprocess.run([RUN_ALL, "--tmux", *site_args(workdir), "--speed", "10"],
+                             capture_output=True, text=True, timeout=90, env=env,
+                             stdin=subprocess.DEVNULL)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        windows = subprocess.run(["tmux", "list-windows", "-t", "ev-sim", "-F", "#{window_name}"],
+                                 capture_output=True, text=True, env=env).stdout.split()
+        assert windows == ["bus", "charger", "csms", "cp", "plot"]
+        wait_for(lambda: len(processes_of(workdir)) >= 5, timeout=10, message="five processes")
+    finally:
+        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(workdir)], env=env,
+                                 capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0
+    assert subprocess.run(["tmux", "has-session", "-t", "ev-sim"], env=env,
+                          capture_output=True).returncode != 0
+    assert processes_of(workdir) == []
