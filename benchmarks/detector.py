@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""How fast and how well the fluctuation detector decides, on generated signals.
+
+Prints the samples per second it processes, its latency in simulated seconds from the first
+swing of the seed's scenario (under several charger periods and sampling rates), and its
+precision and recall over a labelled mix of fluctuating and calm signals.
+
+The generators here drive the real ramp (``charger_module.Charger``) with the seed's commands,
+sampled the way the charge point reports Current.Import; tests/test_detector.py uses them too.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from charger_module import Charger  # noqa: E402
+from detector import Detection, DetectorConfig, FluctuationDetector  # noqa: E402
+
+Sample = tuple[float, float]
+Command = tuple[float, str, Optional[float]]
+
+SEED_CYCLE_S = 8.0
+SEED_FIRST_SWING_S = 3.0
+
+
+def seed_commands(cycles: int, peak: float = 100.0, start: float = 0.0) -> list[Command]:
+    """The seed's fluctuation scenario: limit 0 (2 s), limit peak (1 s), start (2 s), stop (3 s)."""
+    commands: list[Command] = []
+    for cycle in range(cycles):
+        base = start + cycle * SEED_CYCLE_S
+        commands += [(base, "limit", 0.0), (base + 2, "limit", peak), (base + 3, "start", None),
+                     (base + 5, "stop", None)]
+    return commands
+
+
+def charger_signal(commands: Iterable[Command], duration: float, *, period: float = 1.0,
+                   ramp_per_s: float = 0.2, ramp_per_tick: Optional[float] = None,
+                   sample_every: Optional[float] = 1.0, offset: float = 0.0, noise: float = 0.0,
+                   seed: int = 0, limit: float = 125.0) -> list[Sample]:
+    """The current a charger obeying ``commands`` publishes, as the charge point samples it.
+
+    The charger ticks every ``period`` s and closes ``ramp_per_tick`` of its gap each tick (by
+    default the fraction that makes ``ramp_per_s`` per second); the charge point reports the
+    latest published value every ``sample_every`` s from ``offset`` (None: every tick), plus
+    uniform noise of +/- ``noise`` A.
+    """
+    ramp = ramp_per_tick if ramp_per_tick is not None else 1 - (1 - ramp_per_s) ** period
+    charger = Charger(ramp=ramp)
+    charger.set_limit(limit)
+    events = [(t, 0, action, amps) for t, action, amps in commands]
+    events += [(k * period, 1, "tick", None) for k in range(1, int(duration / period) + 1)]
+    if sample_every is not None:
+        events += [(offset + k * sample_every, 2, "sample", None)
+                   for k in range(int((duration - offset) / sample_every) + 1)]
+    rng = random.Random(seed)
+    published, samples = 0.0, []
+    for t, _, action, amps in sorted(events, key=lambda event: event[:2]):
+        if action == "limit":
+            charger.set_limit(amps)
+        elif action in ("start", "stop"):
+            getattr(charger, action)()
+        elif action == "tick":
+            published = charger.tick()
+            if sample_every is None:
+                samples.append((t, published))
+        else:
+            samples.append((t, published))
+    return [(t, max(0.0, a + rng.uniform(-noise, noise))) for t, a in samples]
+
+
+def waveform(shape: Callable[[float], float], duration: float, *, sample_every: float = 1.0,
+             noise: float = 0.0, seed: int = 0) -> list[Sample]:
+    """``shape(t)`` sampled every ``sample_every`` s, plus uniform noise of +/- ``noise`` A."""
+    rng = random.Random(seed)
+    return [(k * sample_every, max(0.0, shape(k * sample_every) + rng.uniform(-noise, noise)))
+            for k in range(int(duration / sample_every) + 1)]
+
+
+def steady(level: float, duration: float = 600.0, **kwargs) -> list[Sample]:
+    return charger_signal([(0.0, "limit", level), (0.0, "start", None)], duration, **kwargs)
+
+
+def sine(mean: float, peak_to_peak: float, period: float) -> Callable[[float], float]:
+    return lambda t: mean + peak_to_peak / 2 * math.sin(2 * math.pi * t / period)
+
+
+def detections(samples: Iterable[Sample],
+               detector: Optional[FluctuationDetector] = None) -> list[tuple[float, Detection]]:
+    """Every (time, detection) the detector makes on ``samples``."""
+    detector = detector or FluctuationDetector()
+    found = []
+    for t, amps in samples:
+        detection = detector.update(t, amps)
+        if detection is not None:
+            found.append((t, detection))
+    return found
+
+
+def labelled_mix() -> list[tuple[str, bool, list[Sample]]]:
+    """(name, fluctuates, samples): realistic fluctuations and the calm shapes they must not be."""
+    mix: list[tuple[str, bool, list[Sample]]] = []
+    seed = 0
+
+    def add(name: str, label: bool, samples: list[Sample]) -> None:
+        mix.append((name, label, samples))
+
+    for peak in (50, 75, 100, 125):
+        for ramp in (0.2, 0.35, 0.5):
+            for period, sample_every in ((1.0, 1.0), (0.5, 1.0), (0.1, 1.0), (0.1, None)):
+                for noise in (0.0, 2.0):
+                    seed += 1
+                    add(f"seed peak {peak} A ramp {ramp}/s period {period} s", True,
+                        charger_signal(seed_commands(4, peak), 32, period=period,
+                                       ramp_per_s=ramp, sample_every=sample_every,
+                                       offset=(seed % 10) / 10, noise=noise, seed=seed))
+    for low, high in ((8, 32), (16, 32), (32, 63)):
+        for every in (2.0, 3.0, 5.0):
+            commands: list[Command] = [(0.0, "limit", high), (0.0, "start", None)]
+            commands += [(30 + k * every, "limit", low if k % 2 == 0 else high) for k in range(8)]
+            seed += 1
+            add(f"limit toggling {low}<->{high} A every {every} s", True,
+                charger_signal(commands, 90, ramp_per_s=0.5, noise=2.0, seed=seed))
+    for peak in (40, 60):
+        seed += 1
+        add(f"seed peak {peak} A, charger period 1 s", True,
+            charger_signal(seed_commands(4, peak), 32, noise=2.0, seed=seed))
+    for peak_to_peak in (14, 20, 40, 60):
+        for period in (4.0, 8.0, 16.0):
+            seed += 1
+            add(f"sine {peak_to_peak} A p-p period {period} s", True,
+                waveform(sine(40, peak_to_peak, period), 120, noise=2.0, seed=seed))
+
+    for level in (6, 16, 32, 63, 80):
+        for noise in (0.0, 1.0, 2.0):
+            for period, sample_every in ((1.0, 1.0), (0.1, None)):
+                seed += 1
+                add(f"steady {level} A +/-{noise} A", False,
+                    steady(level, 300, period=period, sample_every=sample_every, noise=noise,
+                           seed=seed))
+    for level in (16, 32, 63, 100):
+        for hold in (5.0, 15.0, 60.0):
+            seed += 1
+            add(f"start then stop after {hold} s at {level} A", False,
+                charger_signal([(0.0, "limit", level), (2.0, "start", None),
+                                (2.0 + hold, "stop", None)], hold + 60, noise=2.0, seed=seed))
+        seed += 1
+        add(f"two sessions at {level} A, 20 s apart", False,
+            charger_signal([(0.0, "limit", level), (2.0, "start", None), (32.0, "stop", None),
+                            (52.0, "start", None), (120.0, "stop", None)], 180, noise=2.0,
+                           seed=seed))
+        seed += 1
+        add(f"one limit step {level} -> {level / 2} A", False,
+            charger_signal([(0.0, "limit", level), (0.0, "start", None),
+                            (60.0, "limit", level / 2)], 180, noise=2.0, seed=seed))
+    for top in (32, 80):
+        for ramp_s in (30.0, 60.0, 300.0):
+            seed += 1
+            add(f"slow ramp 0 -> {top} A over {ramp_s} s", False,
+                waveform(lambda t, top=top, ramp_s=ramp_s: top * min(1.0, t / ramp_s),
+                         ramp_s + 60, noise=2.0, seed=seed))
+    for period in (60.0, 120.0):
+        seed += 1
+        add(f"slow sine 30 A p-p period {period} s", False,
+            waveform(sine(32, 30, period), 4 * period, noise=2.0, seed=seed))
+    for peak_to_peak in (3.0, 5.0, 8.0):
+        for period in (2.0, 4.0, 8.0):
+            seed += 1
+            add(f"ripple {peak_to_peak} A p-p period {period} s", False,
+                waveform(sine(32, peak_to_peak, period), 300, noise=2.0, seed=seed))
+    return mix
+
+
+def throughput(samples: Sequence[Sample], repeat: int = 3) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        detector = FluctuationDetector()
+        update = detector.update
+        begin = time.perf_counter()
+        for t, amps in samples:
+            update(t, amps)
+        best = min(best, time.perf_counter() - begin)
+    return len(samples) / best
+
+
+def latency(samples: Sequence[Sample]) -> Optional[float]:
+    """Simulated seconds from the seed's first swing to the first detection."""
+    found = detections(samples)
+    return found[0][0] - SEED_FIRST_SWING_S if found else None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300_000,
+                        help="samples fed for the throughput figure (default: 300000)")
+    args = parser.parse_args(argv)
+    config = DetectorConfig()
+    print(f"detector defaults: min swing {config.min_swing_a} A, {config.min_swings} swings "
+          f"in {config.window_s} s")
+
+    mix = labelled_mix()
+    stream: list[Sample] = []
+    for _, _, samples in mix:
+        shift = stream[-1][0] + 1.0 if stream else 0.0
+        stream += [(t + shift, a) for t, a in samples]
+    stream = (stream * (args.samples // len(stream) + 1))[:args.samples]
+    stream = [(k * 0.1, a) for k, (_, a) in enumerate(stream)]
+    print(f"throughput: {throughput(stream):,.0f} samples/s ({len(stream):,} samples)")
+
+    print("latency from the seed's first swing (t = 3 s; cycle two ends at t = 16 s), "
+          "offsets of the 1 s sampling 0.0-0.9 s:")
+    setups = (("charger period 1 s, sampled every 1 s", dict(period=1.0)),
+              ("charger period 0.1 s (20 %/s), sampled every 1 s", dict(period=0.1)),
+              ("charger period 0.1 s (20 %/s), every 0x300 frame",
+               dict(period=0.1, sample_every=None)),
+              ("charger period 0.1 s, ramp 20 % per tick, sampled every 1 s",
+               dict(period=0.1, ramp_per_tick=0.2)))
+    for name, options in setups:
+        offsets = [k / 10 for k in range(10)] if options.get("sample_every", 1) else [0.0]
+        found = [latency(charger_signal(seed_commands(4), 32, offset=offset, **options))
+                 for offset in offsets]
+        missed = sum(value is None for value in found)
+        values = [value for value in found if value is not None]
+        figures = (f"min {min(values):.1f} s, median {statistics.median(values):.1f} s, "
+                   f"max {max(values):.1f} s" if values else "never")
+        print(f"  {name}: {figures}" + (f", missed {missed}" if missed else ""))
+
+    outcomes = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    wrong = []
+    for name, label, samples in mix:
+        fired = bool(detections(samples))
+        outcomes[(label, fired)] += 1
+        if fired != label:
+            wrong.append(f"{'missed' if label else 'false alarm'}: {name}")
+    tp, fn, fp = outcomes[(True, True)], outcomes[(True, False)], outcomes[(False, True)]
+    positives = tp + fn
+    print(f"labelled mix: {len(mix)} signals ({positives} fluctuating, "
+          f"{len(mix) - positives} calm)")
+    print(f"  precision {tp / (tp + fp) if tp + fp else 0:.3f}, recall {tp / positives:.3f} "
+          f"(true positives {tp}, false positives {fp}, false negatives {fn})")
+    for line in wrong:
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
