@@ -126,16 +126,18 @@ stop_site() {  # the charge point first, so that it can still end its transactio
 
 if [ "$action" = stop ]; then
   supervisor=$(cat "$RUN/run_all.pid" 2>/dev/null)
-  if [ -n "$supervisor" ] && kill -0 "$supervisor" 2>/dev/null; then
-    kill -TERM "$supervisor"  # a headless run: it stops its own children and prints its summary
-    while kill -0 "$supervisor" 2>/dev/null; do sleep 0.1; done
-    echo "Stopped the site in $workdir."
-  elif running || [ -f "$RUN/tmux" ]; then
-    stop_site
-    echo "Stopped the site in $workdir."
-  else
-    echo "No site started by run_all.sh is running in $workdir."
+  if [ -n "$supervisor" ] && kill -TERM "$supervisor" 2>/dev/null; then
+    # a headless run stops its own children; it removes its PID file once they are gone
+    while [ -f "$RUN/run_all.pid" ] && kill -0 "$supervisor" 2>/dev/null; do sleep 0.1; done
   fi
+  if running || [ -f "$RUN/tmux" ]; then
+    stop_site
+  elif [ -z "$supervisor" ]; then
+    echo "No site started by run_all.sh is running in $workdir."
+    exit 0
+  fi
+  rm -f "$RUN/run_all.pid"
+  echo "Stopped the site in $workdir."
   exit 0
 fi
 

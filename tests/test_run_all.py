@@ -27,7 +27,7 @@ def site_args(workdir: Path) -> list[str]:
 def processes_of(workdir: Path) -> list[str]:
     """Command lines of the Python processes still running that belong to that site."""
     port, bus_port = SITES[workdir]
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "python" in line and
             (f"127.0.0.1:{bus_port}/" in line or f"--port {bus_port}" in line
              or f"--port {port}" in line or f"127.0.0.1:{port}" in line)]
@@ -77,6 +77,7 @@ def test_stop_stops_a_running_site_and_a_second_start_is_refused(tmp_path):
         wait_for(lambda: (tmp_path / ".run" / "run_all.pid").exists() or first.poll() is not None,
                  timeout=90, message="the site to start")
         assert first.poll() is None
+        assert len(processes_of(tmp_path)) == 5
         second = subprocess.run([RUN_ALL, "--headless", *args], capture_output=True, text=True,
                                 timeout=60)
         assert second.returncode == 1 and "already running" in second.stderr
