@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import can
 from can_remote.websocket import WebsocketClosed
@@ -110,6 +110,26 @@ def open_bus(config: dict[str, Any], stop: Optional[threading.Event] = None,
             log.info("CAN bus %s connected", describe(config))
         return bus
     return None
+
+
+def keep_open(config: dict[str, Any], session: Callable[[can.BusABC], None],
+              stop: Optional[threading.Event] = None) -> None:
+    """Run ``session(bus)`` on an open bus, and again on a reopened one whenever the bus is
+    lost (``session`` raises one of BUS_ERRORS), until ``stop`` is set."""
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        bus = open_bus(config, stop)
+        if bus is None:
+            return
+        try:
+            session(bus)
+        except BUS_ERRORS as exc:
+            log.warning("CAN bus %s lost (%s); reconnecting", describe(config), _reason(exc))
+        finally:
+            try:
+                bus.shutdown()
+            except Exception:  # noqa: BLE001 - the bus is gone either way
+                pass
 
 
 def _reason(exc: BaseException) -> str:

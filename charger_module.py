@@ -15,6 +15,8 @@ import can
 import canbus
 import cli
 import frames
+from bank_writer import BankWriter
+from memory_bank import MemoryBankError
 
 DEFAULT_MAX_CURRENT = 125.0
 RESOLUTION = frames.AMPS_PER_BIT
@@ -84,14 +86,18 @@ class Charger:
         return None
 
 
+OnCommand = Callable[[frames.Frame, str], None]
+
+
 def serve(bus: can.BusABC, charger: Charger, period: float,
-          clock: Callable[[], float] = time.monotonic) -> None:
+          clock: Callable[[], float] = time.monotonic, on_command: Optional[OnCommand] = None
+          ) -> None:
     """Obey commands from ``bus`` and publish the current every ``period`` wall seconds, forever."""
     next_tick = clock() + period
     while True:
         msg = bus.recv(timeout=max(0.0, next_tick - clock()))
         if msg is not None:
-            receive(charger, msg)
+            receive(charger, msg, on_command)
         now = clock()
         if now >= next_tick:
             amps = charger.tick()
@@ -100,17 +106,15 @@ def serve(bus: can.BusABC, charger: Charger, period: float,
             next_tick = max(next_tick + period, now)
 
 
-def receive(charger: Charger, msg: can.Message) -> None:
-    try:
-        frame = frames.decode(msg)
-    except frames.FrameError as exc:
-        log.warning("ignored: %s", exc)
-        return
+def receive(charger: Charger, msg: can.Message, on_command: Optional[OnCommand] = None) -> None:
+    frame = frames.decode_or_log(msg, log)
     if frame is None:
         return
     described = charger.handle(frame)
     if described:
         log.info("command 0x%03X %s", frame.arbitration_id, described)
+        if on_command is not None:
+            on_command(frame, described)
 
 
 def build_parser():
@@ -130,19 +134,27 @@ def run(args) -> int:
     config = cli.can_config(args)
     charger = Charger(args.max_current, args.ramp)
     period = args.period / args.speed
+    try:
+        writer = BankWriter(args.db, "charger")
+    except (MemoryBankError, OSError) as exc:
+        raise cli.SimError(f"MemoryBank: {exc}") from None
+
+    def record(frame: frames.Frame, described: str) -> None:
+        writer.event("CAN_FRAME", f"received 0x{frame.arbitration_id:03X} {described}",
+                     {"id": f"0x{frame.arbitration_id:03X}", "name": frame.name,
+                      "amps": frame.amps, "direction": "received"})
+
     log.info("charger module: period %.3fs, ramp %.2f, max %.1f A, bus %s", period, args.ramp,
              args.max_current, canbus.describe(config))
-    while True:
-        bus = canbus.open_bus(config)
-        try:
-            serve(bus, charger, period)
-        except canbus.BUS_ERRORS as exc:
-            log.warning("CAN bus lost (%s); reconnecting", exc)
-        finally:
-            try:
-                bus.shutdown()
-            except canbus.BUS_ERRORS:
-                pass
+    writer.event("PROCESS_START", "charger module started",
+                 {"period": args.period, "ramp": args.ramp, "max_current": args.max_current,
+                  "speed": args.speed, "can": canbus.describe(config)})
+    try:
+        canbus.keep_open(config, lambda bus: serve(bus, charger, period, on_command=record))
+    finally:
+        writer.event("PROCESS_STOP", "charger module stopped")
+        writer.close()
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -166,32 +166,21 @@ class CanLink:
             return False
 
     def _read(self) -> None:
-        while not self._stop.is_set():
-            bus = canbus.open_bus(self.config, self._stop)
-            if bus is None:
-                return
-            self._bus = bus
-            self._loop.call_soon_threadsafe(self._on_up)
-            try:
-                while not self._stop.is_set():
-                    msg = bus.recv(0.2)
-                    if msg is not None:
-                        self._dispatch(msg)
-            except canbus.BUS_ERRORS as exc:
-                log.warning("CAN bus lost (%s); reconnecting", exc)
-            finally:
-                self._bus = None
-                try:
-                    bus.shutdown()
-                except Exception:  # noqa: BLE001 - the bus is gone either way
-                    pass
+        canbus.keep_open(self.config, self._session, self._stop)
+
+    def _session(self, bus: can.BusABC) -> None:
+        self._bus = bus
+        self._loop.call_soon_threadsafe(self._on_up)
+        try:
+            while not self._stop.is_set():
+                msg = bus.recv(0.2)
+                if msg is not None:
+                    self._dispatch(msg)
+        finally:
+            self._bus = None
 
     def _dispatch(self, msg: can.Message) -> None:
-        try:
-            frame = frames.decode(msg)
-        except frames.FrameError as exc:
-            log.warning("CAN frame ignored: %s", exc)
-            return
+        frame = frames.decode_or_log(msg, log)
         if frame is not None and frame.arbitration_id == frames.MEASURED_CURRENT:
             self._loop.call_soon_threadsafe(self._on_frame, frame)
 

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -86,3 +87,13 @@ def decode(msg: can.Message) -> Optional[Frame]:
     if message.signals:
         amps = round(message.decode(bytes(msg.data))[message.signals[0].name], 1)
     return Frame(msg.arbitration_id, message.name, amps)
+
+
+def decode_or_log(msg: can.Message, log: logging.Logger) -> Optional[Frame]:
+    """:func:`decode`, but a known ID with the wrong length is logged and dropped: a bad frame
+    must not stop a node."""
+    try:
+        return decode(msg)
+    except FrameError as exc:
+        log.warning("CAN frame ignored: %s", exc)
+        return None

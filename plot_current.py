@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import can
 import matplotlib
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
@@ -259,23 +260,13 @@ def save_png(fig, path: Path) -> None:
 def receive(config: dict, view: LiveView, clock: Callable[[], float],
             stop: threading.Event) -> None:
     """Feed 0x300 frames to ``view`` until ``stop``; reconnects when the bus is lost."""
-    while not stop.is_set():
-        view.set_status(f"bus {canbus.describe(config)} not reachable yet")
-        bus = canbus.open_bus(config, stop)
-        if bus is None:
-            return
+    def session(bus: can.BusABC) -> None:
         view.set_status(f"bus {canbus.describe(config)} connected")
         first = True
         try:
             while not stop.is_set():
                 msg = bus.recv(timeout=0.2)
-                if msg is None:
-                    continue
-                try:
-                    frame = frames.decode(msg)
-                except frames.FrameError as exc:
-                    log.warning("ignored: %s", exc)
-                    continue
+                frame = frames.decode_or_log(msg, log) if msg is not None else None
                 if frame is not None and frame.arbitration_id == frames.MEASURED_CURRENT:
                     if first:
                         log.info("receiving 0x300 (first: %.1f A)", frame.amps)
@@ -283,13 +274,11 @@ def receive(config: dict, view: LiveView, clock: Callable[[], float],
                     detection = view.add(clock(), frame.amps)
                     if detection is not None:
                         log.info("detector %s: %s", detection.kind, detection.description)
-        except canbus.BUS_ERRORS as exc:
-            log.warning("CAN bus lost (%s); reconnecting", exc)
         finally:
-            try:
-                bus.shutdown()
-            except canbus.BUS_ERRORS:
-                pass
+            view.set_status(f"bus {canbus.describe(config)} not reachable yet")
+
+    view.set_status(f"bus {canbus.describe(config)} not reachable yet")
+    canbus.keep_open(config, session, stop)
 
 
 def gui_unavailable() -> Optional[str]:
@@ -368,6 +357,9 @@ def live(args: argparse.Namespace) -> int:
                 if not plt.fignum_exists(fig.number):
                     break
                 plt.pause(min(args.refresh, left))
+        if output and stop.is_set():  # stopped between refreshes: keep the last seconds
+            draw(fig, view.chart(clock(), read_history(args.db), to_x))
+            save_png(fig, output)
     finally:
         stop.set()
         for signum, handler in previous.items():

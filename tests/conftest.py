@@ -83,6 +83,12 @@ def bus_server() -> Iterator[str]:
         stop(proc)
 
 
+@pytest.fixture(autouse=True)
+def default_db_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started without --db writes to the test's own directory, never the repo."""
+    monkeypatch.setenv("EV_SIM_DB", str(tmp_path / "default.db"))
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "memory.db"

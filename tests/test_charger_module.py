@@ -6,6 +6,7 @@ import pytest
 
 import frames
 from charger_module import Charger, receive
+from memory_bank import MemoryBank
 from conftest import free_port, script, start, stop, wait_for
 
 
@@ -94,8 +95,9 @@ def latest_current(bus: can.BusABC, want: float, timeout: float) -> bool:
     return wait_for(seen, timeout=timeout, interval=0, message=f"0x300 at {want} A")
 
 
-def test_obeys_commands_across_processes(bus_server):
-    charger = start(script("charger_module.py", "--speed", "20", "--can-channel", bus_server))
+def test_obeys_commands_across_processes(bus_server, db_path):
+    charger = start(script("charger_module.py", "--speed", "20", "--can-channel", bus_server,
+                           "--db", str(db_path)))
     try:
         with can.Bus(interface="remote", channel=bus_server) as bus:
             latest_current(bus, 0.0, timeout=10)
@@ -108,6 +110,12 @@ def test_obeys_commands_across_processes(bus_server):
         code, output = stop(charger)
     assert code == 0, output
     assert "command 0x210 set limit 100.0 A" in output and "command 0x201 stop" in output
+    with MemoryBank(db_path, readonly=True) as bank:
+        events = bank.get_recent_events(10, {"source": "charger"})
+    assert [e["event_type"] for e in reversed(events)] == \
+        ["PROCESS_START", "CAN_FRAME", "CAN_FRAME", "CAN_FRAME", "PROCESS_STOP"]
+    assert [e["data"]["id"] for e in reversed(events) if e["event_type"] == "CAN_FRAME"] == \
+        ["0x210", "0x200", "0x201"]
 
 
 def test_waits_for_an_absent_bus_with_a_one_line_hint_and_stops_cleanly(tmp_path):
@@ -115,7 +123,8 @@ def test_waits_for_an_absent_bus_with_a_one_line_hint_and_stops_cleanly(tmp_path
     log = tmp_path / "charger.log"
     with log.open("w") as out:
         charger = subprocess.Popen(script("charger_module.py", "--can-channel", url,
-                                          "--log-level", "DEBUG"),
+                                          "--log-level", "DEBUG", "--db",
+                                          str(tmp_path / "memory.db")),
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "attempt 3 failed" in log.read_text(), timeout=15,

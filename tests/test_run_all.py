@@ -14,6 +14,12 @@ from conftest import ROOT, free_port, port_open, wait_for
 RUN_ALL = str(ROOT / "run_all.sh")
 
 
+@pytest.fixture(autouse=True)
+def default_db_in_the_workdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_all.sh's own default: ev_charging_memory.db in the site's work directory."""
+    monkeypatch.delenv("EV_SIM_DB", raising=False)
+
+
 SITES: dict[Path, tuple[int, int]] = {}
 
 
