@@ -427,8 +427,7 @@ def end_session(bank: Any, charge_point_id: str, transaction_id: int, **fields: 
     """Close a session with the current statistics of the samples this central system received
     (the charge point records the same samples under its own source)."""
     samples = [m["value"] for m in bank.get_metrics("current", charge_point_id=charge_point_id,
-                                                    transaction_id=transaction_id)
-               if m.get("source") == "csms"]
+                                                    transaction_id=transaction_id, source="csms")]
     if samples:
         fields.update(min_current=min(samples), max_current=max(samples),
                       avg_current=sum(samples) / len(samples), sample_count=len(samples))

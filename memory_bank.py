@@ -689,10 +689,16 @@ class MemoryBank:
 
     def get_metrics(self, name: str, charge_point_id: Optional[str] = None,
                     transaction_id: Optional[int] = None, since: Since = None,
-                    until: Since = None, limit: Optional[int] = None) -> list[dict]:
-        """Samples oldest first (for plotting); with ``limit``, the newest ``limit`` of them."""
+                    until: Since = None, limit: Optional[int] = None,
+                    source: Optional[str] = None) -> list[dict]:
+        """Samples oldest first (for plotting); with ``limit``, the newest ``limit`` of them.
+
+        The charge point and the central system record the same samples under their own
+        ``source``: name one to see each sample once.
+        """
         rows = self._select("metrics", equal={"name": name, "charge_point_id": charge_point_id,
-                                              "transaction_id": transaction_id},
+                                              "transaction_id": transaction_id,
+                                              "source": source},
                             since=since, until=until, limit=limit)
         rows.reverse()
         return rows
@@ -709,10 +715,18 @@ class MemoryBank:
                f"SELECT value FROM found WHERE value IS NOT NULL")
         return self._retry(lambda: [row[0] for row in self._conn.execute(sql)])
 
+    def get_metric_sources(self) -> list[str]:
+        """The distinct sources of metrics, in order."""
+        return self._distinct("metrics", "source")
+
     def get_metric_statistics(self, name: str, since: Since = None,
-                              charge_point_id: Optional[str] = None) -> dict:
+                              charge_point_id: Optional[str] = None,
+                              source: Optional[str] = None) -> dict:
         """count, min, max, avg, stddev (population), latest value and its time and unit."""
         where, params = ["name = ?"], [name]
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
         if since is not None:
             where.append("timestamp >= ?")
             params.append(self._time(since))
@@ -725,7 +739,7 @@ class MemoryBank:
             count, low, high, mean = conn.execute(
                 f"SELECT count(value), min(value), max(value), avg(value) FROM metrics "
                 f"WHERE {condition}", params).fetchone()
-            result = {"name": name, "count": count, "min": low, "max": high, "avg": mean,
+            result = {"name": name, "source": source, "count": count, "min": low, "max": high, "avg": mean,
                       "stddev": None, "latest": None, "latest_timestamp": None, "unit": None}
             if count:
                 squares = conn.execute(f"SELECT sum((value - ?) * (value - ?)) FROM metrics "

@@ -133,11 +133,12 @@ def patterns_table(patterns: list[dict]) -> str:
 
 
 def stats_table(statistics: list[dict]) -> str:
-    rows = [(s["name"], one_line(s["unit"]), str(s["count"]),
+    rows = [(s["name"] + (f" ({s['source']})" if s.get("source") else ""), one_line(s["unit"]),
+             str(s["count"]),
              *(number(s[key]) for key in ("min", "max", "avg", "stddev", "latest")),
              local_time(s["latest_timestamp"])) for s in statistics]
     return fit_table(("Metric", "Unit", "Count", "Min", "Max", "Avg", "Stddev", "Latest",
-                      "Latest at"), rows, (14, 5, 9, 9, 9, 9, 9, 9, 14),
+                      "Latest at"), rows, (16, 5, 9, 9, 9, 9, 9, 9, 14),
                      right=(2, 3, 4, 5, 6, 7))
 
 
@@ -198,9 +199,13 @@ class Viewer:
         return self.bank.get_patterns()
 
     def stats(self) -> list[dict]:
-        return [self.bank.get_metric_statistics(name, since=self.args.since,
-                                                charge_point_id=self.args.cp)
-                for name in self.bank.get_metric_names()]
+        """One row per metric and source: the charge point and the central system record the
+        same samples, so mixing sources would count each twice."""
+        sources = [self.args.source] if self.args.source else self.bank.get_metric_sources()
+        rows = [self.bank.get_metric_statistics(name, since=self.args.since,
+                                                charge_point_id=self.args.cp, source=source)
+                for name in self.bank.get_metric_names() for source in sources]
+        return [row for row in rows if row["count"]]
 
     def export(self, path: Path) -> dict:
         """JSON: the whole database. CSV: the events that match the filters."""

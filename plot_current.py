@@ -385,6 +385,13 @@ def find_session(bank: MemoryBank, transaction_id: int, charge_point_id: Optiona
     return sessions[0]
 
 
+def current_samples(bank: MemoryBank, **filters: Any) -> list[dict]:
+    """Each current sample once: as the central system received it, else as the charge point
+    reported it (a charge point run against another central system)."""
+    return (bank.get_metrics("current", source="csms", **filters)
+            or bank.get_metrics("current", **filters))
+
+
 def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
     """The chart of a session (``--from-db TX``) or of a time range (``--since``/``--until``).
 
@@ -394,12 +401,12 @@ def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
     if args.from_db is not RANGE:
         session = find_session(bank, args.from_db, args.cp)
         cp = session["charge_point_id"]
-        rows = bank.get_metrics("current", charge_point_id=cp, transaction_id=args.from_db)
+        rows = current_samples(bank, charge_point_id=cp, transaction_id=args.from_db)
         since, until = session["start_time"], session["end_time"]
         what = f"session {cp} transaction {args.from_db}"
     else:
         cp = args.cp
-        rows = bank.get_metrics("current", charge_point_id=cp, since=args.since, until=args.until)
+        rows = current_samples(bank, charge_point_id=cp, since=args.since, until=args.until)
         since = until = None
         what = "current" + (f" of {cp}" if cp else "")
     if not rows:

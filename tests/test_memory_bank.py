@@ -264,6 +264,12 @@ def test_metrics_read_back_oldest_first_and_statistics_on_known_data(bank, clock
         == [4, 100, 4]
     assert [s["value"] for s in bank.get_metrics("current", transaction_id=2)] == [100]
     assert bank.get_metric_names() == ["current", "voltage"]
+    assert bank.get_metric_sources() == ["charger", "cp"]
+    assert [s["value"] for s in bank.get_metrics("current", source="charger",
+                                                 charge_point_id="CP2")] == [100]
+    assert bank.get_metrics("current", source="cp") == []
+    assert bank.get_metric_statistics("current", source="cp")["count"] == 0
+    assert bank.get_metric_statistics("voltage", source="cp")["count"] == 1
 
     stats = bank.get_metric_statistics("current", charge_point_id="CP1")
     assert stats["count"] == 8 and stats["min"] == 2 and stats["max"] == 9
@@ -276,7 +282,7 @@ def test_metrics_read_back_oldest_first_and_statistics_on_known_data(bank, clock
     single = bank.get_metric_statistics("voltage")
     assert (single["count"], single["stddev"], single["latest"]) == (1, 0.0, 230.0)
     assert bank.get_metric_statistics("power") == {
-        "name": "power", "count": 0, "min": None, "max": None, "avg": None, "stddev": None,
+        "name": "power", "source": None, "count": 0, "min": None, "max": None, "avg": None, "stddev": None,
         "latest": None, "latest_timestamp": None, "unit": None}
 
 

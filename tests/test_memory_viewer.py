@@ -149,7 +149,9 @@ def test_anomaly_session_pattern_and_statistics_sections(filled_db):
         [0].startswith("jump to 30 A")
     assert as_json(filled_db, "--anomalies", "--since", "10m")["anomalies"][0]["severity"] \
         == "LOW"
-    assert as_json(filled_db, "--stats", "--cp", "CP2")["stats"][0]["count"] == 0
+    assert as_json(filled_db, "--stats", "--cp", "CP2")["stats"] == []
+    by_source = as_json(filled_db, "--stats", "--source", "cp")["stats"]
+    assert [(s["name"], s["source"]) for s in by_source] == [("voltage", "cp")]
 
     table = ok(filled_db, "--sessions")
     cp1 = next(line for line in table.splitlines() if line.startswith("CP1"))
