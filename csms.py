@@ -27,14 +27,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 import charging_profiles
 import cli
+import detector
 import ocpp16
 from bank_writer import BankWriter
 from memory_bank import MemoryBankError
-
-try:
-    import detector
-except ImportError:  # the detector arrives with the plotter; csms works without it
-    detector = None  # type: ignore[assignment]
 
 log = logging.getLogger("csms")
 
@@ -150,8 +146,8 @@ class CurrentAnalyser:
                 self._anomaly_id = None
 
 
-def new_detector() -> Any:
-    return detector.FluctuationDetector(detector.DetectorConfig()) if detector else None
+def new_detector() -> detector.FluctuationDetector:
+    return detector.FluctuationDetector(detector.DetectorConfig())
 
 
 # -- the central system ---------------------------------------------------------------------------
@@ -243,9 +239,15 @@ class CentralSystem:
             station.scenario_task = None
 
     async def _drive(self, station: Station) -> None:
-        """Run the scenario from the first step not done (a reconnect resumes there)."""
+        """Run the scenario from the first step not done (a reconnect resumes there).
+
+        Steps keep to a schedule rather than waiting after each answer, so the round trips do not
+        stretch the cycle: its period is the same at every --speed.
+        """
         steps = itertools.islice(scenario_steps(self.scenario, self.cycles), station.steps_done,
                                  None)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for step in steps:
             endpoint = station.endpoint
             if endpoint is None:
@@ -253,7 +255,11 @@ class CentralSystem:
             await self._step(station, endpoint, step)
             if step.wait_s is None:
                 await asyncio.Event().wait()
-            await asyncio.sleep(step.wait_s / self.speed)
+            due += step.wait_s / self.speed
+            late = loop.time() - due
+            if late > 0:
+                due += late  # a slow answer shifts the schedule instead of bunching steps
+            await asyncio.sleep(max(0.0, -late))
             station.steps_done += 1
         self._log_step(station, "scenario complete", {"scenario": self.scenario})
 

@@ -229,3 +229,21 @@ def test_normal_scenario_makes_sessions_and_metrics_but_no_fluctuation(site):
     with site.bank() as bank:
         assert bank.get_anomalies() == []
         assert len(bank.get_metrics("current", charge_point_id="CP_1")) >= 20
+
+
+def test_fluctuation_scenario_records_one_anomaly_and_a_pattern(site):
+    site.charger()
+    site.csms("--scenario", "fluctuation", "--cycles", "3")
+    site.cp()
+    wait_for(lambda: site.events(event_type="SCENARIO_STEP", search="scenario complete"),
+             timeout=30, message="three cycles")
+    results = site.close()
+    assert all(code == 0 for code, _ in results), results
+    with site.bank() as bank:
+        anomalies = bank.get_anomalies()
+        patterns = bank.get_patterns()
+    assert [(a["anomaly_type"], a["charge_point_id"]) for a in anomalies] == \
+        [("CURRENT_FLUCTUATION", "CP_1")]
+    assert anomalies[0]["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
+    assert len(patterns) == 1 and patterns[0]["occurrences"] == 1
+    assert 7 < patterns[0]["parameters"]["period_s"]["mean"] < 9
