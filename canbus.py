@@ -53,10 +53,25 @@ def bus_config(interface: Optional[str] = None, channel: Optional[str] = None) -
         name = _configured_interface()
         if name:
             raise ValueError(f"unknown CAN interface {name!r} in python-can's configuration") from None
-        return {"interface": "remote", "channel": channel or DEFAULT_REMOTE_URL}
-    if config.get("interface") == "remote" and not config.get("channel"):
-        config["channel"] = DEFAULT_REMOTE_URL
+        config = {"interface": "remote", "channel": channel}
+    if config["interface"] == "remote":
+        config["channel"] = config.get("channel") or DEFAULT_REMOTE_URL
+        _remote_address(str(config["channel"]))
     return config
+
+
+def _remote_address(channel: str) -> tuple[str, int]:
+    """Host and port of a python-can-remote channel; ValueError for one that cannot be."""
+    from urllib.parse import urlparse
+    url = urlparse(channel if "://" in channel else "ws://" + channel)
+    try:
+        port = url.port or DEFAULT_REMOTE_PORT
+    except ValueError:
+        port = -1
+    if url.scheme not in ("ws", "wss") or not url.hostname or port < 0:
+        raise ValueError(f"not a python-can-remote channel: {channel!r} "
+                         f"(expected ws://HOST:PORT/)")
+    return url.hostname, port
 
 
 def _configured_interface() -> Optional[str]:
@@ -74,11 +89,8 @@ def describe(config: dict[str, Any]) -> str:
 def hint(config: dict[str, Any]) -> str:
     """What to do when this bus is not reachable."""
     if config.get("interface") == "remote":
-        from urllib.parse import urlparse
-        url = urlparse(str(config["channel"]) if "://" in str(config["channel"])
-                       else "ws://" + str(config["channel"]))
-        return "start it with: " + " ".join(server_command(url.port or DEFAULT_REMOTE_PORT,
-                                                            url.hostname or DEFAULT_REMOTE_HOST))
+        host, port = _remote_address(str(config["channel"]))
+        return "start it with: " + " ".join(server_command(port, host))
     if config.get("interface") == "socketcan":
         return (f"create it with: sudo ip link add dev {config.get('channel')} type vcan && "
                 f"sudo ip link set up {config.get('channel')}")
@@ -101,9 +113,9 @@ def open_bus(config: dict[str, Any], stop: Optional[threading.Event] = None,
         except BUS_ERRORS as exc:
             if attempts == 1:
                 log.warning("CAN bus %s not reachable (%s); %s; retrying every %gs",
-                            describe(config), _reason(exc), hint(config), retry_interval)
+                            describe(config), error_text(exc), hint(config), retry_interval)
             else:
-                log.debug("CAN bus attempt %d failed: %s", attempts, _reason(exc))
+                log.debug("CAN bus attempt %d failed: %s", attempts, error_text(exc))
             stop.wait(retry_interval)
             continue
         if attempts > 1:
@@ -124,13 +136,19 @@ def keep_open(config: dict[str, Any], session: Callable[[can.BusABC], None],
         try:
             session(bus)
         except BUS_ERRORS as exc:
-            log.warning("CAN bus %s lost (%s); reconnecting", describe(config), _reason(exc))
+            log.warning("CAN bus %s lost (%s); reconnecting", describe(config), error_text(exc))
         finally:
-            try:
-                bus.shutdown()
-            except Exception:  # noqa: BLE001 - the bus is gone either way
-                pass
+            shutdown_quietly(bus)
 
 
-def _reason(exc: BaseException) -> str:
+def shutdown_quietly(bus: can.BusABC) -> None:
+    """Shut a bus down that may already be gone, without a second attempt from ``__del__``."""
+    try:
+        bus.shutdown()
+    except Exception:  # noqa: BLE001 - the bus is gone either way
+        bus._is_shutdown = True  # python-can's flag: BusABC.__del__ would try (and fail) again
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a short phrase for a one-line message."""
     return str(exc).strip() or type(exc).__name__

@@ -50,12 +50,23 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
 def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argparse.ArgumentParser:
     """A parser with --log-level, --db, --speed and, for CAN nodes, --can-interface/--can-channel."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--log-level", default=os.environ.get("EV_SIM_LOG_LEVEL", "INFO"),
-                        type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging detail (default: INFO)")
+                        type=log_level, metavar="LEVEL",
+                        help=f"logging detail: {', '.join(LOG_LEVELS)} "
+                             "(default: $EV_SIM_LOG_LEVEL or INFO)")
     parser.add_argument("--db", default=None, metavar="PATH",
                         help="MemoryBank SQLite file (default: $EV_SIM_DB or ev_charging_memory.db)")
     parser.add_argument("--speed", type=positive_float, metavar="F",

@@ -1,7 +1,11 @@
 """Which bus a process opens: command line, then python-can's configuration, then the remote server."""
+import subprocess
+import sys
+
 import pytest
 
 import canbus
+from conftest import ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +70,21 @@ def test_open_bus_connects_to_a_running_server(bus_server):
         assert bus_server in bus.channel_info
     finally:
         bus.shutdown()
+
+
+@pytest.mark.parametrize("channel", ["ws://127.0.0.1:99999/", "http://127.0.0.1:1/", "ws://:5/"])
+def test_a_remote_channel_that_cannot_be_is_refused(channel):
+    with pytest.raises(ValueError, match="not a python-can-remote channel"):
+        canbus.bus_config("remote", channel)
+
+
+def test_a_bus_lost_at_shutdown_does_not_complain_later(bus_server):
+    code = ("import canbus, sys\n"
+            "bus = canbus.open_bus(canbus.bus_config(channel=sys.argv[1]))\n"
+            "bus.socket.close()  # the connection is gone under the open bus\n"
+            "canbus.shutdown_quietly(bus)\n"
+            "del bus\n")
+    result = subprocess.run([sys.executable, "-c", code, bus_server], capture_output=True,
+                            text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "Exception ignored" not in result.stderr
