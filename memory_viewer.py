@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -33,25 +33,27 @@ SECTIONS = ("summary", "events", "anomalies", "sessions", "patterns", "stats", "
 COUNTED = ("events", "anomalies", "sessions")
 TAKES_VALUE = (*COUNTED, "export")
 
-Since = Union[datetime, timedelta]
 
 
 # -- pure helpers: parsing and formatting ---------------------------------------------------------
 
-def parse_since(text: str) -> Since:
-    """A duration back from now (``90s``, ``10m``, ``2h``, ``3d``, ``1w``) or an ISO-8601 time;
-    an ISO time without an offset is local time, like every time the viewer shows."""
+def parse_since(text: str) -> datetime:
+    """A duration back from now (``90s``, ``10m``, ``2h``, ``3d``, ``1w``) or an ISO-8601 time,
+    as a UTC time; an ISO time without an offset is local time, like every time the viewer shows."""
     match = DURATION.match(text)
-    if match:
-        amount, unit = match.groups()
-        return timedelta(**{DURATION_UNITS[unit.lower()]: float(amount)})
     try:
+        if match:
+            amount, unit = match.groups()
+            return datetime.now(timezone.utc) - timedelta(**{DURATION_UNITS[unit.lower()]:
+                                                             float(amount)})
         moment = datetime.fromisoformat(text.strip())
+        return (moment if moment.tzinfo else moment.astimezone()).astimezone(timezone.utc)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (10m, 2h, 3d) nor an ISO time "
             f"(2024-05-01T12:00)") from None
-    return moment if moment.tzinfo else moment.astimezone()
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too far back") from None
 
 
 def local_time(stamp: Optional[str]) -> str:

@@ -251,6 +251,8 @@ def save_png(fig, path: Path) -> None:
     try:
         fig.savefig(partial, format="png", dpi=DPI)
         os.replace(partial, path)
+    except OSError as exc:
+        raise cli.SimError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -481,7 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output(output: Optional[str]) -> None:
+    """Refuse a PNG path that can never be written, before any work is done."""
+    path = Path(output or DEFAULT_OUTPUT)
+    if path.is_dir():
+        raise cli.UsageError(f"--output {path} is a directory, not a PNG file")
+    if not path.parent.is_dir():
+        raise cli.UsageError(f"--output {path}: the directory {path.parent} does not exist")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output)
     if args.from_db is None:
         if args.since or args.until or args.cp:
             raise cli.UsageError("--since, --until and --cp go with --from-db")

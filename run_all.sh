@@ -59,7 +59,7 @@ fi
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
 can_interface="" can_channel="" workdir="$ROOT" action=start
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs a value"; }
-is_number() { printf '%s' "$1" | grep -Eq '^[0-9]+([.][0-9]+)?$'; }
+is_number() { printf '%s' "$1" | grep -Eq '^[0-9]*[.]?[0-9]+$' && awk -v n="$1" 'BEGIN { exit !(n > 0) }'; }
 is_integer() { printf '%s' "$1" | grep -Eq '^[0-9]+$'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -67,7 +67,7 @@ while [ $# -gt 0 ]; do
     --headless) mode=headless ;;
     --tmux) mode=tmux ;;
     --stop) action=stop ;;
-    --duration) need_value "$@"; is_number "$2" || die_usage "--duration takes seconds, got '$2'"; duration=$2; shift ;;
+    --duration) need_value "$@"; is_number "$2" || die_usage "--duration takes a positive number of seconds, got '$2'"; duration=$2; shift ;;
     --speed) need_value "$@"; is_number "$2" || die_usage "--speed takes a positive number, got '$2'"; speed=$2; shift ;;
     --scenario) need_value "$@"; case "$2" in fluctuation|normal|none) ;; *) die_usage "--scenario is fluctuation, normal or none, got '$2'" ;; esac; scenario=$2; shift ;;
     --cycles) need_value "$@"; is_integer "$2" || die_usage "--cycles takes a whole number, got '$2'"; cycles=$2; shift ;;
@@ -270,9 +270,14 @@ wait_started plot
 echo "The site is up: central system ws://127.0.0.1:$port/CP_1. Stop it with ./run_all.sh --stop."
 
 
+summary() {
+  echo "Summary of the MemoryBank:"
+  (cd "$workdir" && "$PY" "$ROOT/memory_viewer.py" --summary ${db:+--db "$db"}) || true
+}
+
 if [ "$mode" != headless ]; then
-  if [ -n "$duration" ]; then
-    (sleep "$duration"; "$SELF" --stop --workdir "$workdir" >/dev/null) > /dev/null 2>&1 &
+  if [ -n "$duration" ]; then  # a watchdog that outlives this script
+    (sleep "$duration"; "$SELF" --stop --workdir "$workdir" >/dev/null 2>&1; summary) &
   fi
   if [ "$mode" = tmux ] && [ -t 0 ] && [ -t 1 ]; then
     tmux attach -t "$TMUX_SESSION"
@@ -283,15 +288,15 @@ fi
 finish() {  # stop every child of this run and show what the MemoryBank holds
   stop_site
   rm -f "$RUN/run_all.pid"
-  echo "Summary of the MemoryBank:"
-  (cd "$workdir" && "$PY" "$ROOT/memory_viewer.py" --summary ${db:+--db "$db"}) || true
+  summary
   exit 0
 }
 trap 'echo; echo "Stopping the site ..."; finish' INT TERM
 echo $$ > "$RUN/run_all.pid"
 echo "Logs in $LOGS; plot in $PLOTS/current.png. Ctrl-C stops everything."
-start=$(date +%s)
-while [ -z "$duration" ] || [ $(( $(date +%s) - start )) -lt "${duration%.*}" ]; do
+deadline=""
+[ -n "$duration" ] && deadline=$(awk -v start="$(date +%s)" -v d="$duration" 'BEGIN { printf "%d", start + d + 0.999 }')
+while [ -z "$deadline" ] || [ "$(date +%s)" -lt "$deadline" ]; do
   for name in $PROCESSES; do
     if [ -f "$RUN/$name.pid" ] && ! alive "$name"; then
       fail_start "$name" "stopped unexpectedly"

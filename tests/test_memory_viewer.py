@@ -280,20 +280,32 @@ def test_menu_leaves_cleanly_on_ctrl_c(filled_db):
 
 # -- pure helpers ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize("text, back", [
     ("90s", timedelta(seconds=90)), ("10m", timedelta(minutes=10)), ("2h", timedelta(hours=2)),
     ("3d", timedelta(days=3)), ("1w", timedelta(weeks=1)), ("1.5H", timedelta(hours=1.5)),
+])
+def test_parse_since_durations_are_that_long_before_now(text, back):
+    since = parse_since(text)
+    assert since.tzinfo == timezone.utc
+    assert abs(datetime.now(timezone.utc) - back - since) < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("text, expected", [
     ("2024-05-01T12:00:00+02:00", datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)),
     ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)),
 ])
-def test_parse_since(text, expected):
+def test_parse_since_iso_times(text, expected):
     assert parse_since(text) == expected
 
 
 def test_parse_since_takes_a_time_without_offset_as_local():
-    parsed = parse_since("2024-05-01T12:00")
-    assert parsed.tzinfo is not None
-    assert parsed.replace(tzinfo=None) == datetime(2024, 5, 1, 12, 0)
+    assert parse_since("2024-05-01T12:00") == datetime(2024, 5, 1, 12, 0).astimezone()
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "1000000d", "0001-01-01T00:00:00+05:00"])
+def test_parse_since_too_far_back_is_a_usage_error(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="too far back"):
+        parse_since(text)
 
 
 @pytest.mark.parametrize("text", ["", "10", "m10", "ten minutes", "2024-13-01", "-5m"])

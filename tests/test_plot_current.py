@@ -182,6 +182,16 @@ def test_from_db_bad_requests_are_one_line(filled_db, tmp_path, capsys, argv, co
     assert message in err and len(err.splitlines()) == 1 and not png.exists()
 
 
+@pytest.mark.parametrize("mode", [["--headless", "--duration", "1"], ["--from-db", "1"]])
+def test_an_output_that_cannot_be_written_is_refused_up_front(tmp_path, capsys, mode):
+    for output, message in ((tmp_path / "no" / "x.png", "does not exist"),
+                            (tmp_path, "is a directory")):
+        assert plot_current.main([*mode, "--output", str(output),
+                                  "--db", str(tmp_path / "absent.db")]) == 2
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_from_db_without_a_database_says_so_and_creates_nothing(tmp_path, capsys):
     db = tmp_path / "missing.db"
     assert plot_current.main(["--db", str(db), "--from-db", "--since", "1h",
