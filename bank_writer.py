@@ -2,17 +2,16 @@
 
 Events and metrics are batched (one transaction per batch); other writes run in order as
 callables, after every event and metric queued before them, so a session ends only once its
-current samples are stored.
+current samples are stored. A row the MemoryBank refuses is dropped alone, not with its batch.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-from memory_bank import MemoryBank, MemoryBankError
+from memory_bank import MemoryBank, MemoryBankError, utc_now
 
 log = logging.getLogger("bank")
 
@@ -39,14 +38,14 @@ class BankWriter:
               charge_point_id: Optional[str] = None) -> None:
         self._queue.put(("event", {"event_type": event_type, "source": self.source,
                                    "description": description, "data": data,
-                                   "charge_point_id": charge_point_id, "timestamp": _now()}))
+                                   "charge_point_id": charge_point_id, "timestamp": utc_now()}))
 
     def metric(self, name: str, value: float, unit: str, charge_point_id: Optional[str] = None,
                transaction_id: Optional[int] = None, timestamp: Any = None) -> None:
         self._queue.put(("metric", {"name": name, "value": value, "unit": unit,
                                     "source": self.source, "charge_point_id": charge_point_id,
                                     "transaction_id": transaction_id,
-                                    "timestamp": timestamp or _now()}))
+                                    "timestamp": timestamp or utc_now()}))
 
     def call(self, write: Callable[[MemoryBank], Any]) -> None:
         """Run ``write(bank)`` in the writer thread, after everything queued before it."""
@@ -84,10 +83,10 @@ class BankWriter:
 
         def flush() -> None:
             if events:
-                _guard(bank.log_events, list(events))
+                _write_rows(bank.log_events, list(events), "event")
                 events.clear()
             if metrics:
-                _guard(bank.record_metrics, list(metrics))
+                _write_rows(bank.record_metrics, list(metrics), "metric")
                 metrics.clear()
 
         for kind, item in items:
@@ -112,5 +111,19 @@ def _guard(write: Callable, *args: Any) -> None:
         log.error("MemoryBank write failed: %s", exc)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+def _write_rows(write_many: Callable[[list[dict]], Any], rows: list[dict], what: str) -> None:
+    """Write a batch in one transaction; if a row is invalid, write the rows one by one so only
+    the invalid ones are lost, each reported in one line."""
+    try:
+        write_many(rows)
+        return
+    except ValueError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the database failed, not a row
+        log.error("MemoryBank write of %d %ss failed: %s", len(rows), what, exc)
+        return
+    for row in rows:
+        try:
+            write_many([row])
+        except Exception as exc:  # noqa: BLE001
+            log.error("MemoryBank: %s dropped (%s): %.300r", what, exc, row)

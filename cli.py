@@ -2,15 +2,18 @@
 
 Each script builds its parser with :func:`make_parser`, then hands its body to :func:`run`,
 which turns Ctrl-C and SIGTERM into a clean exit 0 and a runtime failure into one line and exit 1.
+An asyncio process runs its body through :func:`run_async`, whose :class:`Supervisor` turns a
+long-running task that dies into that same one line and exit 1, rather than a process that hangs.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Awaitable, Callable, Coroutine, Optional, Sequence
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-8s %(levelname)-7s %(message)s"
 
@@ -112,3 +115,65 @@ def run(body: Callable[[argparse.Namespace], Optional[int]], parser: argparse.Ar
         return 2 if isinstance(exc, UsageError) else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class Supervisor:
+    """The long-running tasks of an asyncio process.
+
+    ``stop`` is set by SIGINT/SIGTERM, or by a task that dies with an exception: a dead task must
+    not leave the process running without it. ``failure`` then says which task and why.
+    """
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.failure: Optional[str] = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self, coroutine: Coroutine, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self.failure is None:
+            self.failure = f"{task.get_name()} failed: {type(exc).__name__}: {exc}"
+        logging.getLogger("cli").debug("%s failed", task.get_name(), exc_info=exc)
+        self.stop.set()
+
+    async def cancel(self) -> None:
+        """Cancel the tasks still running and wait for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_async(amain: Callable[[argparse.Namespace, Supervisor], Awaitable[None]],
+              args: argparse.Namespace) -> int:
+    """Run ``amain(args, supervisor)`` in asyncio, for :func:`run`.
+
+    SIGINT and SIGTERM set ``supervisor.stop``, for ``amain`` to end cleanly; a supervised task
+    that died makes the run a failure (one line, exit 1) once ``amain`` has returned.
+    """
+    for name in ("ocpp", "websockets"):  # their INFO lines repeat ours
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    async def supervised() -> None:
+        supervisor = Supervisor()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.stop.set)
+        try:
+            await amain(args, supervisor)
+        finally:
+            await supervisor.cancel()
+        if supervisor.failure is not None:
+            raise SimError(supervisor.failure)
+
+    asyncio.run(supervised())
+    return 0

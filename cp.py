@@ -16,7 +16,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from ocpp.v16.enums import (Action, AuthorizationStatus, ChargingProfileStatus,
                             ClearChargingProfileStatus, ConfigurationStatus, DataTransferStatus,
                             RegistrationStatus, RemoteStartStopStatus)
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 import canbus
 import charging_profiles
@@ -37,7 +38,7 @@ import frames
 import ocpp16
 from bank_writer import BankWriter
 from charging_profiles import ProfileError, ProfileStore, iso
-from memory_bank import MemoryBankError
+from memory_bank import MemoryBankError, utc_now
 from meter import EnergyMeter
 
 log = logging.getLogger("cp")
@@ -62,7 +63,11 @@ class Configuration:
                  "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
                  "ChargingScheduleMaxPeriods": str(charging_profiles.MAX_PERIODS),
                  "MaxChargingProfilesInstalled": str(charging_profiles.MAX_PROFILES)}
-    MINIMUM = {"MeterValueSampleInterval": 1, "TransactionMessageAttempts": 1}
+    #: Intervals may be 0: no heartbeat; for MeterValueSampleInterval, no sampled data (OCPP 1.6).
+    MINIMUM = {"TransactionMessageAttempts": 1}
+    #: A day at most: a longer sleep than asyncio can schedule would kill the task using it.
+    MAXIMUM = {"HeartbeatInterval": 86400, "MeterValueSampleInterval": 86400,
+               "TransactionMessageAttempts": 100, "TransactionMessageRetryInterval": 86400}
 
     def __init__(self) -> None:
         self.values = dict(self.WRITABLE)
@@ -92,7 +97,7 @@ class Configuration:
             number = int(value)
         except ValueError:
             return ConfigurationStatus.rejected
-        if number < self.MINIMUM.get(key, 0):
+        if not self.MINIMUM.get(key, 0) <= number <= self.MAXIMUM[key]:
             return ConfigurationStatus.rejected
         self.values[key] = number
         return ConfigurationStatus.accepted
@@ -149,6 +154,10 @@ class CanLink:
 
     def start(self) -> None:
         self._reader.start()
+
+    @property
+    def up(self) -> bool:
+        return self._bus is not None
 
     async def send(self, msg: can.Message) -> bool:
         return await self._loop.run_in_executor(self._sender, self._send, msg)
@@ -217,6 +226,7 @@ class Station:
         self.reported_status: Optional[str] = None
         self.last_frame_at = clock()
         self.sent_limit: Optional[float] = None
+        self._limit_lock = asyncio.Lock()
         self.outbox: deque[Outgoing] = deque()
         self._outbox_changed = asyncio.Event()
         self.booted = False
@@ -249,7 +259,7 @@ class Station:
                        f"{SILENT_PERIODS} periods") if self.faulted else ("NoError", None)
         self.enqueue(Outgoing(lambda: call.StatusNotification(
             connector_id=CONNECTOR, error_code=error, status=status, info=info,
-            timestamp=iso(_now())), transactional=False))
+            timestamp=iso(utc_now())), transactional=False))
 
     # -- CAN ---------------------------------------------------------------------------------
 
@@ -290,14 +300,16 @@ class Station:
 
     def limit_in_force(self) -> float:
         start = self.transaction.started_at if self.transaction else None
-        return min(self.profiles.limit(_now(), start), frames.MAX_AMPS)
+        return min(self.profiles.limit(utc_now(), start), frames.MAX_AMPS)
 
     async def apply_limit(self, force: bool = False) -> None:
-        """Send 0x210 when the limit in force changed (or always, with ``force``)."""
-        limit = self.limit_in_force()
-        if force or limit != self.sent_limit:
-            if await self.send_can(frames.set_limit(limit)):
-                self.sent_limit = limit
+        """Send 0x210 when the limit in force changed (or always, with ``force``); one at a
+        time, so two callers do not both send the same change."""
+        async with self._limit_lock:
+            limit = self.limit_in_force()
+            if force or limit != self.sent_limit:
+                if await self.send_can(frames.set_limit(limit)):
+                    self.sent_limit = limit
 
     # -- OCPP requests from the central system -----------------------------------------------
 
@@ -355,7 +367,7 @@ class Station:
     # -- transactions ------------------------------------------------------------------------
 
     async def _start_transaction(self, id_tag: str, profile: Any) -> None:
-        tx = Transaction(id_tag, self.meter.register_wh, _now())
+        tx = Transaction(id_tag, self.meter.register_wh, utc_now())
         self.transaction = tx
         if profile is not None:
             self.profiles.install(CONNECTOR, profile, None, transaction_running=True)
@@ -382,7 +394,7 @@ class Station:
         self.phase = "Finishing"
         await self.send_can(frames.stop())
         self._report_status()
-        meter_stop, stopped_at = self.meter.register_wh, _now()
+        meter_stop, stopped_at = self.meter.register_wh, utc_now()
 
         def build() -> Optional[call.StopTransaction]:
             if tx.transaction_id is None:
@@ -417,7 +429,7 @@ class Station:
         tx = self.transaction
         if tx is None and not self.connected:
             return
-        now = _now()
+        now = utc_now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as OCPP carries it
         amps, energy = self.meter.amps, self.meter.energy_wh
         readings = (("Current.Import", amps, "A", "current"),
@@ -466,12 +478,12 @@ class Station:
                 name = type(request).__name__
                 if item.transactional and item.attempts < self.config["TransactionMessageAttempts"]:
                     delay = self.config["TransactionMessageRetryInterval"] * item.attempts
-                    log.warning("%s failed (%s); attempt %d in %g s", name, _reason(exc),
-                                item.attempts + 1, delay)
+                    log.warning("%s failed (%s); attempt %d in %g s", name,
+                                canbus.error_text(exc), item.attempts + 1, delay)
                     await asyncio.sleep(delay / self.speed)
                     continue
-                log.error("%s failed (%s); dropped after %d attempt(s)", name, _reason(exc),
-                          item.attempts)
+                log.error("%s failed (%s); dropped after %d attempt(s)", name,
+                          canbus.error_text(exc), item.attempts)
                 self.outbox.popleft()
                 continue
             self.outbox.popleft()
@@ -513,14 +525,16 @@ class Station:
                 result = await endpoint.call(call.BootNotification(
                     charge_point_model=MODEL, charge_point_vendor=VENDOR), suppress=False)
             except (OCPPError, asyncio.TimeoutError) as exc:
-                log.warning("BootNotification failed (%s)", _reason(exc))
+                log.warning("BootNotification failed (%s)", canbus.error_text(exc))
                 result = None
-            if result is not None and result.interval > 0:
-                self.config.values["HeartbeatInterval"] = result.interval
+            interval = min(result.interval, Configuration.MAXIMUM["HeartbeatInterval"]) \
+                if result is not None else 0
+            if interval > 0:
+                self.config.values["HeartbeatInterval"] = interval
             if result is not None and result.status == RegistrationStatus.accepted:
                 self.booted = True
                 return
-            retry = result.interval if result is not None and result.interval > 0 else 10
+            retry = interval if interval > 0 else 10
             log.warning("not accepted; BootNotification again in %d s", retry)
             await asyncio.sleep(retry / self.speed)
 
@@ -532,20 +546,26 @@ class Station:
                 try:
                     await endpoint.call(call.Heartbeat(), suppress=False)
                 except (OCPPError, asyncio.TimeoutError) as exc:
-                    log.warning("Heartbeat failed (%s)", _reason(exc))
+                    log.warning("Heartbeat failed (%s)", canbus.error_text(exc))
 
     # -- periodic work -----------------------------------------------------------------------
 
     async def run_meter(self) -> None:
+        """MeterValues every MeterValueSampleInterval; while it is 0 (no sampled data), look
+        again every second whether it changed."""
         while True:
-            await asyncio.sleep(self.config["MeterValueSampleInterval"] / self.speed)
-            self.sample()
-            await self.apply_limit()
+            await asyncio.sleep((self.config["MeterValueSampleInterval"] or 1) / self.speed)
+            if self.config["MeterValueSampleInterval"]:
+                self.sample()
 
     async def run_watchdog(self) -> None:
+        """Twice a charger period: is the charger silent, and did the limit in force change (a
+        schedule moved to its next period)? Not while the bus is down: on_bus_up re-syncs."""
         while True:
             await asyncio.sleep(self.charger_period / self.speed / 2)
             self.check_silence()
+            if self.can is not None and self.can.up:
+                await self.apply_limit()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -604,20 +624,27 @@ class CpEndpoint(ocpp16.Endpoint):
         return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+def endpoint_url(url: str, charge_point_id: str) -> str:
+    """The URL this charge point connects to: ``url`` with the id as its last path segment.
+    ValueError, in one line, for an id or a URL that cannot make one."""
+    if not charge_point_id:
+        raise ValueError("--id must not be empty")
+    target = f"{url.rstrip('/')}/{quote(charge_point_id, safe='')}"
+    try:
+        parse_uri(target)
+    except websockets.InvalidURI as exc:
+        reason = exc.msg
+    except ValueError as exc:
+        reason = str(exc)
+    else:
+        return target
+    raise ValueError(f"--url must be a ws:// or wss:// URL with a host, got {url!r} ({reason})")
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OCPPError):
-        return f"{exc.code}: {exc.description}"
-    return str(exc) or type(exc).__name__
-
-
-async def keep_connected(station: Station, url: str) -> None:
-    """Connect, serve, and reconnect with exponential backoff (divided by --speed), forever."""
+async def keep_connected(station: Station, target: str) -> None:
+    """Connect to ``target`` (see :func:`endpoint_url`), serve, and reconnect with exponential
+    backoff (divided by --speed), forever."""
     backoff = Backoff()
-    target = f"{url.rstrip('/')}/{quote(station.id)}"
     failures = 0
     while True:
         try:
@@ -639,15 +666,17 @@ async def keep_connected(station: Station, url: str) -> None:
             delay = backoff.next() / station.speed
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(level, "connection to %s %s (%s); retrying in %.2f s", target,
-                    "lost" if station.booted else "failed", _reason(exc), delay)
+                    "lost" if station.booted else "failed", canbus.error_text(exc), delay)
             await asyncio.sleep(delay)
             continue
         await asyncio.sleep(backoff.next() / station.speed)
 
 
-async def amain(args: Any) -> None:
-    if not args.url.startswith(("ws://", "wss://")):
-        raise cli.UsageError(f"--url must be a ws:// or wss:// URL, got {args.url!r}")
+async def amain(args: Any, supervisor: cli.Supervisor) -> None:
+    try:
+        target = endpoint_url(args.url, args.id)
+    except ValueError as exc:
+        raise cli.UsageError(exc) from None
     config = cli.can_config(args)
     try:
         writer = BankWriter(args.db, "cp")
@@ -657,9 +686,6 @@ async def amain(args: Any) -> None:
     station = Station(args.id, writer, speed=args.speed, voltage=args.voltage,
                       default_limit=args.default_limit, charger_period=args.charger_period)
     station.can = CanLink(config, loop, station.on_can_frame, station.on_bus_up)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, station.local_stop)
     writer.event("PROCESS_START", f"cp {args.id} started", {"url": args.url, "speed": args.speed,
                                                             "can": canbus.describe(config)},
@@ -667,15 +693,14 @@ async def amain(args: Any) -> None:
     log.info("charge point %s -> %s, CAN %s, speed %g", args.id, args.url,
              canbus.describe(config), args.speed)
     station.can.start()
-    tasks = [asyncio.create_task(job) for job in (keep_connected(station, args.url),
-                                                  station.run_meter(), station.run_watchdog())]
+    supervisor.start(keep_connected(station, target), "connection")
+    supervisor.start(station.run_meter(), "meter")
+    supervisor.start(station.run_watchdog(), "watchdog")
     try:
-        await stop.wait()
+        await supervisor.stop.wait()
         await station.shut_down(timeout=3.0)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await supervisor.cancel()
         await loop.run_in_executor(None, station.can.close)
         writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
         writer.close()
@@ -696,15 +721,8 @@ def build_parser():
     return parser
 
 
-def run(args: Any) -> int:
-    logging.getLogger("ocpp").setLevel(logging.WARNING)
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(amain(args))
-    return 0
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return cli.run(run, build_parser(), argv)
+    return cli.run(lambda args: cli.run_async(amain, args), build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import asyncio
 import errno
 import itertools
 import logging
-import signal
+import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import unquote
 
@@ -30,7 +30,7 @@ import cli
 import detector
 import ocpp16
 from bank_writer import BankWriter
-from memory_bank import MemoryBankError
+from memory_bank import MemoryBank, MemoryBankError, utc_now
 
 log = logging.getLogger("csms")
 
@@ -130,20 +130,31 @@ class CurrentAnalyser:
         return detection
 
     def _store(self, bank: Any, detection: Any, transaction_id: Optional[int]) -> None:
-        """Runs in the writer thread, in order, so the anomaly id is there for what follows."""
+        """Runs in the writer thread, in order, so the anomaly id is there for what follows.
+
+        The episode is learned as a pattern when it ends, with its final figures; until then
+        the anomaly names the known pattern it looks like (None: a new one).
+        """
+        known = detector.match_pattern(bank.get_patterns(), detection)
+        ended = detection.kind == "ended"
+        if ended:
+            name, parameters, confidence = detector.merge_pattern(known, detection)
+            bank.learn_pattern(name, parameters, confidence)
+        else:
+            name = known["name"] if known else None
         fields = dict(severity=detection.severity, description=detection.description,
-                      current_value=detection.current_a, expected_value=detection.expected_a,
-                      deviation=detection.deviation_a, pattern=detection.pattern_parameters())
+                      pattern={"name": name, **detection.pattern_parameters()})
+        if not ended:  # an episode that ended by itself has the figures of a calm window
+            fields.update(current_value=detection.current_a, expected_value=detection.expected_a,
+                          deviation=detection.deviation_a)
         if detection.kind == "started":
             self._anomaly_id = bank.record_anomaly(
                 detector.ANOMALY_TYPE, charge_point_id=self.charge_point_id,
                 transaction_id=transaction_id, **fields)
-            known = detector.match_pattern(bank.get_patterns(), detection)
-            bank.learn_pattern(*detector.merge_pattern(known, detection))
         elif self._anomaly_id is not None:
             bank.update_anomaly(self._anomaly_id, **fields)
-            if detection.kind == "ended":
-                self._anomaly_id = None
+        if ended:
+            self._anomaly_id = None
 
 
 def new_detector() -> detector.FluctuationDetector:
@@ -168,18 +179,22 @@ class Station:
 class CentralSystem:
     """The state of every charge point, the scenario they run and the recorder."""
 
-    def __init__(self, writer: Optional[BankWriter], *, scenario: str = "fluctuation",
-                 cycles: int = 0, speed: float = 1.0, heartbeat_interval: int = 60,
-                 first_transaction_id: int = 1,
+    def __init__(self, writer: Optional[BankWriter], supervisor: cli.Supervisor, *,
+                 scenario: str = "fluctuation", cycles: int = 0, speed: float = 1.0,
+                 heartbeat_interval: int = 60, first_transaction_id: int = 1,
                  detector_factory: Callable[[], Any] = new_detector) -> None:
         self.writer = writer
+        self.supervisor = supervisor
         self.scenario = scenario
         self.cycles = cycles
         self.speed = speed
         self.heartbeat_interval = heartbeat_interval
         self.detector_factory = detector_factory
         self.stations: dict[str, Station] = {}
+        self.first_transaction_id = first_transaction_id
         self._transaction_ids = itertools.count(first_transaction_id)
+        #: Transactions issued since this process started and not stopped yet: id -> charge point.
+        self.running: dict[int, str] = {}
 
     def station(self, charge_point_id: str) -> Station:
         if charge_point_id not in self.stations:
@@ -187,8 +202,19 @@ class CentralSystem:
             self.stations[charge_point_id] = Station(charge_point_id, analyser)
         return self.stations[charge_point_id]
 
-    def next_transaction_id(self) -> int:
-        return next(self._transaction_ids)
+    def next_transaction_id(self, charge_point_id: str) -> int:
+        transaction_id = next(self._transaction_ids)
+        self.running[transaction_id] = charge_point_id
+        return transaction_id
+
+    def stop_transaction(self, charge_point_id: str, transaction_id: int) -> bool:
+        """Whether a StopTransaction ends a transaction this central system issued to that charge
+        point: one running since this process started, or one issued before it (below
+        ``first_transaction_id``, whose session the MemoryBank has)."""
+        if self.running.get(transaction_id) == charge_point_id:
+            del self.running[transaction_id]
+            return True
+        return 0 < transaction_id < self.first_transaction_id
 
     def event(self, event_type: str, description: str, data: Any = None,
               charge_point_id: Optional[str] = None) -> None:
@@ -231,7 +257,8 @@ class CentralSystem:
         if self.scenario == "none" or station.endpoint is None:
             return
         if station.scenario_task is None or station.scenario_task.done():
-            station.scenario_task = asyncio.create_task(self._drive(station))
+            station.scenario_task = self.supervisor.start(self._drive(station),
+                                                          f"scenario of {station.id}")
 
     def stop_scenario(self, station: Station) -> None:
         if station.scenario_task is not None:
@@ -252,7 +279,10 @@ class CentralSystem:
             endpoint = station.endpoint
             if endpoint is None:
                 return
-            await self._step(station, endpoint, step)
+            try:
+                await self._step(station, endpoint, step)
+            except websockets.ConnectionClosed:
+                return  # the step is done again on the next connection
             if step.wait_s is None:
                 await asyncio.Event().wait()
             due += step.wait_s / self.speed
@@ -266,7 +296,7 @@ class CentralSystem:
     async def _step(self, station: Station, endpoint: "CsmsEndpoint", step: Step) -> None:
         if step.action == "set_limit":
             profile = charging_profiles.build(PROFILE_ID, step.amps, purpose="TxDefaultProfile",
-                                              start=_now() - CLOCK_MARGIN)
+                                              start=utc_now() - CLOCK_MARGIN)
             request: Any = call.SetChargingProfile(connector_id=CONNECTOR,
                                                    cs_charging_profiles=profile)
             what = f"SetChargingProfile limit {step.amps:g} A"
@@ -299,6 +329,9 @@ class CentralSystem:
 
     def record_meter_values(self, station: Station, meter_value: list[dict],
                             transaction_id: Optional[int]) -> None:
+        """Record the samples we know; those that are not finite numbers are skipped, with one
+        log line for the message."""
+        skipped = []
         for value in meter_value:
             try:
                 moment = charging_profiles.parse_time(value["timestamp"])
@@ -307,25 +340,32 @@ class CentralSystem:
                             value["timestamp"])
                 continue
             for sample in value["sampled_value"]:
-                self._record_sample(station, moment, sample, transaction_id)
+                if not self._record_sample(station, moment, sample, transaction_id):
+                    skipped.append(f"{sample.get('measurand', '?')}={sample['value']!r}")
+        if skipped:
+            log.warning("%s: MeterValues values that are not finite numbers skipped: %s",
+                        station.id, ", ".join(skipped)[:300])
 
     def _record_sample(self, station: Station, moment: datetime, sample: dict,
-                       transaction_id: Optional[int]) -> None:
+                       transaction_id: Optional[int]) -> bool:
+        """False for a value that is not a finite number."""
         measurand = sample.get("measurand", "Energy.Active.Import.Register")
         if measurand not in METRICS or sample.get("phase"):
-            return
+            return True
         name, unit = METRICS[measurand]
         try:
             value = float(sample["value"])
         except ValueError:
-            log.warning("%s: %s value %r is not a number", station.id, measurand, sample["value"])
-            return
+            return False
         if sample.get("unit") in KILO_UNITS:
             value *= 1000
+        if not math.isfinite(value):
+            return False
         if self.writer is not None:
             self.writer.metric(name, value, unit, station.id, transaction_id, moment)
         if name == "current":
             station.analyser.update(moment.timestamp() * self.speed, value, transaction_id)
+        return True
 
 
 class CsmsEndpoint(ocpp16.Endpoint):
@@ -363,7 +403,7 @@ class CsmsEndpoint(ocpp16.Endpoint):
     def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
                              **kwargs: Any) -> call_result.BootNotification:
         self.booted = True
-        return call_result.BootNotification(current_time=charging_profiles.iso(_now()),
+        return call_result.BootNotification(current_time=charging_profiles.iso(utc_now()),
                                             interval=self.system.heartbeat_interval,
                                             status=RegistrationStatus.accepted)
 
@@ -373,7 +413,7 @@ class CsmsEndpoint(ocpp16.Endpoint):
 
     @on(Action.heartbeat)
     def on_heartbeat(self) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=charging_profiles.iso(_now()))
+        return call_result.Heartbeat(current_time=charging_profiles.iso(utc_now()))
 
     @on(Action.status_notification)
     def on_status_notification(self, connector_id: int, error_code: str, status: str,
@@ -387,7 +427,7 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.start_transaction)
     def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
                              timestamp: str, **kwargs: Any) -> call_result.StartTransaction:
-        transaction_id = self.system.next_transaction_id()
+        transaction_id = self.system.next_transaction_id(self.id)
         self.station.transaction_id = transaction_id
         start = _time_or_now(timestamp)
         if self.system.writer is not None:
@@ -402,9 +442,18 @@ class CsmsEndpoint(ocpp16.Endpoint):
     def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
                             reason: Optional[str] = None,
                             **kwargs: Any) -> call_result.StopTransaction:
-        self.station.finished.add(transaction_id)
+        answer = call_result.StopTransaction(id_tag_info={"status": AuthorizationStatus.accepted})
         if self.station.transaction_id == transaction_id:
             self.station.transaction_id = None
+        if transaction_id in self.station.finished:
+            log.info("%s: transaction %d stopped again; already recorded", self.id,
+                     transaction_id)
+            return answer
+        if not self.system.stop_transaction(self.id, transaction_id):
+            log.warning("%s: StopTransaction for transaction %d, which this central system did "
+                        "not start for it: no session recorded", self.id, transaction_id)
+            return answer
+        self.station.finished.add(transaction_id)
         end = _time_or_now(timestamp)
         if self.system.writer is not None:
             self.system.writer.call(lambda bank: end_session(
@@ -412,7 +461,7 @@ class CsmsEndpoint(ocpp16.Endpoint):
                 meter_stop_wh=meter_stop))
         log.info("%s: transaction %d stopped (%s, meter %d Wh)", self.id, transaction_id,
                  reason or "Local", meter_stop)
-        return call_result.StopTransaction(id_tag_info={"status": AuthorizationStatus.accepted})
+        return answer
 
     @on(Action.meter_values)
     def on_meter_values(self, connector_id: int, meter_value: list,
@@ -440,15 +489,11 @@ def end_session(bank: Any, charge_point_id: str, transaction_id: int, **fields: 
     bank.end_session(charge_point_id, transaction_id, **fields)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _time_or_now(text: str) -> datetime:
     try:
         return charging_profiles.parse_time(text)
     except ValueError:
-        return _now()
+        return utc_now()
 
 
 def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optional[str]:
@@ -461,16 +506,15 @@ def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optio
 
 def first_transaction_id(path: Optional[str]) -> int:
     """One past the highest transaction id in the MemoryBank: unique across restarts."""
-    from memory_bank import MemoryBank
     with MemoryBank(path) as bank:
-        sessions = bank.get_sessions(limit=1000)
-    return max((s["transaction_id"] or 0 for s in sessions), default=0) + 1
+        return (bank.max_transaction_id() or 0) + 1
 
 
-async def serve_forever(args: Any, writer: BankWriter, stop: asyncio.Event,
+async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Supervisor,
                         ready: Optional[Callable[[int], None]] = None) -> None:
-    system = CentralSystem(writer, scenario=args.scenario, cycles=args.cycles, speed=args.speed,
-                           heartbeat_interval=args.heartbeat_interval,
+    """Serve until ``supervisor.stop`` is set, then close every open episode."""
+    system = CentralSystem(writer, supervisor, scenario=args.scenario, cycles=args.cycles,
+                           speed=args.speed, heartbeat_interval=args.heartbeat_interval,
                            first_transaction_id=first_transaction_id(args.db))
     try:
         server = await serve(system.handle, args.host, args.port,
@@ -490,7 +534,7 @@ async def serve_forever(args: Any, writer: BankWriter, stop: asyncio.Event,
     if ready:
         ready(port)
     try:
-        await stop.wait()
+        await supervisor.stop.wait()
     finally:
         for station in system.stations.values():
             system.stop_scenario(station)
@@ -501,17 +545,13 @@ async def serve_forever(args: Any, writer: BankWriter, stop: asyncio.Event,
         writer.event("PROCESS_STOP", "csms stopped")
 
 
-async def amain(args: Any) -> None:
+async def amain(args: Any, supervisor: cli.Supervisor) -> None:
     try:
         writer = BankWriter(args.db, "csms")
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await serve_forever(args, writer, stop)
+        await serve_forever(args, writer, supervisor)
     finally:
         writer.close()
 
@@ -538,15 +578,8 @@ def build_parser():
     return parser
 
 
-def run(args: Any) -> int:
-    logging.getLogger("ocpp").setLevel(logging.WARNING)
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(amain(args))
-    return 0
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return cli.run(run, build_parser(), argv)
+    return cli.run(lambda args: cli.run_async(amain, args), build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -687,6 +687,13 @@ class MemoryBank:
         return self._select("sessions", equal={"charge_point_id": charge_point_id},
                             since=since, limit=limit)
 
+    def max_transaction_id(self) -> Optional[int]:
+        """The highest integer transaction id of any session (ids stored as text are not
+        numbers to count on), or None: where a central system goes on numbering."""
+        sql = ("SELECT max(transaction_id) FROM sessions "
+               "WHERE typeof(transaction_id) = 'integer'")
+        return self._retry(lambda: self._conn.execute(sql).fetchone()[0])
+
     def get_metrics(self, name: str, charge_point_id: Optional[str] = None,
                     transaction_id: Optional[int] = None, since: Since = None,
                     until: Since = None, limit: Optional[int] = None,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from jsonschema.exceptions import ValidationError as SchemaValidationError
 from ocpp.exceptions import (FormatViolationError, FormationViolationError, NotImplementedError,
-                             NotSupportedError, OCPPError)
+                             NotSupportedError, OccurenceConstraintViolationError, OCPPError,
+                             PropertyConstraintViolationError)
 from ocpp.messages import Call, CallError, CallResult
 from ocpp.v16 import ChargePoint
 from ocpp.v16.enums import Action
@@ -41,10 +44,20 @@ def unknown_action(action: str) -> OCPPError:
     return NotImplementedError(description=NOT_IMPLEMENTED, details=cause)
 
 
+#: Schema keywords whose failure 1.6 names more precisely than the library's FormatViolation.
+SCHEMA_ERRORS = {"enum": PropertyConstraintViolationError,
+                 "minItems": OccurenceConstraintViolationError,
+                 "maxItems": OccurenceConstraintViolationError}
+
+
 def to_ocpp16(error: OCPPError) -> OCPPError:
     """Correct an error the library raised to the code OCPP 1.6 defines for it."""
     details = {"cause": str(error.details.get("cause", ""))} if error.details else {}
     if isinstance(error, FormatViolationError):
+        schema_error = error.__context__  # the library raises it while handling this one
+        if isinstance(schema_error, SchemaValidationError) and \
+                schema_error.validator in SCHEMA_ERRORS:
+            return SCHEMA_ERRORS[schema_error.validator](details={"cause": schema_error.message})
         return FormationViolationError(description=FORMATION_VIOLATION, details=details)
     if isinstance(error, NotImplementedError):  # the library: known action, no handler
         return NotSupportedError(description=NOT_SUPPORTED, details=details)
@@ -65,12 +78,26 @@ class BadCall(Exception):
     error: OCPPError
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def parse(raw: Any) -> Call | CallResult | CallError:
-    """Read one OCPP-J frame. Raises Malformed (ignore it) or BadCall (answer with a CALLERROR)."""
+    """Read one OCPP-J frame. Raises Malformed (ignore it) or BadCall (answer with a CALLERROR).
+
+    Python's JSON reader accepts NaN and Infinity, which JSON has not: such a frame is not JSON.
+    """
     try:
-        message = json.loads(raw)
-    except (TypeError, ValueError):
-        raise Malformed("not JSON") from None
+        message = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except (TypeError, ValueError) as exc:
+        raise Malformed(f"not JSON: {exc}") from None
     if not isinstance(message, list) or not message:
         raise Malformed("not a JSON array")
     kind = message[0]
@@ -114,6 +141,15 @@ class Endpoint(ChargePoint):
 
     def on_ignored(self, raw: Any, reason: str) -> None:
         log.warning("%s: ignored a frame (%s): %.200s", self.id, reason, raw)
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: Optional[str] = None,
+                   skip_schema_validation: bool = False) -> Any:
+        unique_id = unique_id if unique_id is not None else str(self._unique_id_generator())
+        try:
+            return await super().call(payload, suppress, unique_id, skip_schema_validation)
+        finally:
+            # A call that timed out or failed expects no answer: a late one is ignored.
+            self._sent_calls.pop(unique_id, None)
 
     async def route_message(self, raw_msg: Any) -> None:
         try:

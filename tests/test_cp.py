@@ -2,6 +2,7 @@
 only, and a CAN charger played by the test on a real python-can-remote bus."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import threading
 import time
@@ -16,9 +17,10 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import serve
 
 import charging_profiles
+import cli
 import frames
-from conftest import script, start, stop
-from cp import Backoff, Configuration
+from conftest import free_port, script, start, stop
+from cp import Backoff, Configuration, endpoint_url
 from memory_bank import MemoryBank
 from ocpp_helpers import now_iso
 
@@ -65,19 +67,21 @@ class PlayedCharger:
 class PlainCentral(ChargePoint):
     """A central system that only uses the ocpp library; fails the first StopTransaction."""
 
-    def __init__(self, id, connection, log):
+    def __init__(self, id, connection, log, heartbeat_interval=60):
         super().__init__(id, connection, response_timeout=5)
         self.log = log
+        self.heartbeat_interval = heartbeat_interval
         self.stop_attempts = 0
 
     @on(Action.boot_notification)
     def on_boot(self, **payload):
         self.log.append(("BootNotification", payload))
-        return call_result.BootNotification(current_time=now_iso(), interval=60,
-                                            status="Accepted")
+        return call_result.BootNotification(current_time=now_iso(),
+                                            interval=self.heartbeat_interval, status="Accepted")
 
     @on(Action.heartbeat)
     def on_heartbeat(self):
+        self.log.append(("Heartbeat", {}))
         return call_result.Heartbeat(current_time=now_iso())
 
     @on(Action.status_notification)
@@ -164,7 +168,8 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             assert config.unknown_key == ["Foo"]
             changes = [("TransactionMessageRetryInterval", "2", "Accepted"),
                        ("NumberOfConnectors", "2", "Rejected"), ("Foo", "1", "NotSupported"),
-                       ("MeterValueSampleInterval", "abc", "Rejected")]
+                       ("MeterValueSampleInterval", "abc", "Rejected"),
+                       ("MeterValueSampleInterval", "1" + "0" * 400, "Rejected")]
             for key, value, expected in changes:
                 result = await central.call(call.ChangeConfiguration(key=key, value=value))
                 assert result.status == expected, key
@@ -239,9 +244,13 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             assert [f for f in charger.sent() if f[0] != frames.SET_LIMIT] == \
                 [(frames.START, None), (frames.STOP, None)]
 
+            bogus = {**charging_profiles.build(7, 10), "chargingProfilePurpose": "Bogus"}
             for request, code in ((FooBar(), "NotImplemented"), (call.Reset(type="Soft"),
                                                                  "NotSupported"),
-                                  (ChangeConfiguration("a", "b", "red"), "FormationViolation")):
+                                  (ChangeConfiguration("a", "b", "red"), "FormationViolation"),
+                                  (call.SetChargingProfile(connector_id=1,
+                                                           cs_charging_profiles=bogus),
+                                   "PropertyConstraintViolation")):
                 with pytest.raises(OCPPError) as error:
                     await central.call(request, suppress=False, skip_schema_validation=True)
                 assert error.value.code == code
@@ -274,6 +283,22 @@ def test_configuration_keys():
     assert config.change("HeartbeatInterval", "5") == "Accepted" and config["HeartbeatInterval"] == 5
 
 
+@pytest.mark.parametrize("key, value, status", [
+    ("MeterValueSampleInterval", "1" + "0" * 400, "Rejected"),  # asyncio could not sleep that long
+    ("HeartbeatInterval", "86401", "Rejected"),
+    ("HeartbeatInterval", "86400", "Accepted"),
+    ("TransactionMessageRetryInterval", "86401", "Rejected"),
+    ("TransactionMessageAttempts", "101", "Rejected"),
+    ("TransactionMessageAttempts", "100", "Accepted"),
+    ("MeterValueSampleInterval", "0", "Accepted"),  # OCPP 1.6: no sampled data
+    ("MeterValueSampleInterval", "-1", "Rejected"),
+])
+def test_configuration_values_have_a_range(key, value, status):
+    config = Configuration()
+    assert config.change(key, value) == status
+    assert config[key] == (int(value) if status == "Accepted" else Configuration.WRITABLE[key])
+
+
 def test_backoff_grows_is_capped_and_jittered():
     backoff = Backoff(base=1.0, cap=8.0, rng=lambda: 1.0)
     assert [backoff.next() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
@@ -283,10 +308,41 @@ def test_backoff_grows_is_capped_and_jittered():
     assert [low.next() for _ in range(3)] == [0.5, 1, 2]
 
 
-def test_bad_url_is_a_usage_error(db_path):
-    proc = start(script("cp.py", "--url", "http://x", "--db", str(db_path)))
+def test_endpoint_url_appends_the_id_as_one_path_segment():
+    assert endpoint_url("ws://127.0.0.1:9000/", "CP_1") == "ws://127.0.0.1:9000/CP_1"
+    assert endpoint_url("wss://h/ocpp", "a/b c") == "wss://h/ocpp/a%2Fb%20c"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--url", "http://x"], "--url must be a ws:// or wss:// URL"),
+    (["--url", "ws://[::1"], "Invalid IPv6 URL"),
+    (["--url", "ws://127.0.0.1:99999"], "Port out of range"),
+    (["--id", ""], "--id must not be empty"),
+])
+def test_a_url_it_cannot_connect_to_is_a_usage_error(db_path, args, message):
+    proc = start(script("cp.py", *args, "--db", str(db_path)))
     out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2 and "--url must be a ws://" in out and "Traceback" not in out
+    assert proc.returncode == 2 and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1 and message in out
+
+
+def test_a_supervised_task_that_dies_ends_the_run_as_a_failure():
+    """The supervision cp.py and csms.py share: cli.run_async raises the SimError that cli.run
+    prints as one line with exit code 1."""
+    idle: list[asyncio.Task] = []
+
+    async def amain(args, supervisor: cli.Supervisor) -> None:
+        async def meter() -> None:
+            raise OverflowError("integer division result too large for a float")
+        idle.append(supervisor.start(asyncio.Event().wait(), "watchdog"))
+        supervisor.start(meter(), "meter")
+        await supervisor.stop.wait()
+
+    with pytest.raises(cli.SimError) as failure:
+        cli.run_async(amain, argparse.Namespace())
+    assert str(failure.value) == \
+        "meter failed: OverflowError: integer division result too large for a float"
+    assert idle[0].cancelled()
 
 
 async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, db_path):
@@ -319,3 +375,67 @@ async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, 
         if proc is not None and proc.poll() is None:
             stop(proc)
         await asyncio.to_thread(charger.close)
+
+
+async def run_cp_with_fast_heartbeats(db_path, can_channel):
+    """cp.py against a plain central system that asks for a heartbeat every second (every
+    1/SPEED s of wall time): heartbeats count the time that goes by."""
+    log: list = []
+    centrals: list[PlainCentral] = []
+
+    async def handler(connection):
+        central = PlainCentral(connection.request.path.strip("/"), connection, log,
+                               heartbeat_interval=1)
+        centrals.append(central)
+        await central.start()
+
+    server = await serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"])
+    port = server.sockets[0].getsockname()[1]
+    proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--speed", str(SPEED),
+                        "--db", str(db_path), "--can-channel", can_channel))
+    return server, proc, log, centrals
+
+
+async def heartbeats(log, count):
+    seen = len(of(log, "Heartbeat"))
+    await until(lambda: len(of(log, "Heartbeat")) >= seen + count, what=f"{count} heartbeats")
+
+
+async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_server, db_path):
+    charger = await asyncio.to_thread(PlayedCharger, bus_server)
+    server, proc, log, centrals = await run_cp_with_fast_heartbeats(db_path, bus_server)
+    try:
+        await until(lambda: of(log, "MeterValues"), what="sampled data")
+        result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
+                                                                 value="0"))
+        assert result.status == "Accepted"
+        sampled = len(of(log, "MeterValues"))
+        await heartbeats(log, 10)
+        assert len(of(log, "MeterValues")) <= sampled + 1  # one may have been on its way
+        sampled = len(of(log, "MeterValues"))
+        result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
+                                                                 value="1"))
+        assert result.status == "Accepted"
+        await until(lambda: len(of(log, "MeterValues")) > sampled, what="sampling again")
+        code, out = await asyncio.to_thread(stop, proc)
+        assert code == 0 and "Traceback" not in out, out
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        server.close()
+        await asyncio.to_thread(charger.close)
+
+
+async def test_no_limit_is_sent_while_the_bus_is_down(db_path):
+    no_bus = f"ws://127.0.0.1:{free_port()}/"
+    server, proc, log, _ = await run_cp_with_fast_heartbeats(db_path, no_bus)
+    try:
+        await heartbeats(log, 20)  # 20 samples and 40 watchdog rounds
+        code, out = await asyncio.to_thread(stop, proc)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        server.close()
+    assert code == 0, out
+    assert out.count("not reachable") == 1 and "can_remote" in out  # the one-line hint
+    assert "not sent" not in out

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import socket
+import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,9 @@ from ocpp.v16 import call
 from websockets.asyncio.client import connect
 
 import charging_profiles
+import cli
 import csms
+import detector
 from bank_writer import BankWriter
 from conftest import free_port, port_open, script, start, stop, wait_for
 from memory_bank import MemoryBank
@@ -34,20 +39,23 @@ class CentralSystemUnderTest:
                                   speed=20.0, heartbeat_interval=60, db=str(self.db_path))
         vars(args).update(options)
         writer = BankWriter(args.db, "csms")
-        stop_event = asyncio.Event()
+        supervisor = cli.Supervisor()
         ready = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(csms.serve_forever(args, writer, stop_event, ready.set_result))
+        task = asyncio.create_task(csms.serve_forever(args, writer, supervisor, ready.set_result))
         self.port = await asyncio.wait_for(ready, 5)
-        self._running = (stop_event, task, writer)
+        self._running = (supervisor, task, writer)
         return self.port
 
     async def stop(self) -> None:
         if self._running:
-            stop_event, task, writer = self._running
+            supervisor, task, writer = self._running
             self._running = None
-            stop_event.set()
+            failure = supervisor.failure
+            supervisor.stop.set()
             await task
+            await supervisor.cancel()
             writer.close()
+            assert failure is None
 
     def url(self, charge_point_id: str) -> str:
         return f"ws://127.0.0.1:{self.port}/{charge_point_id}"
@@ -85,11 +93,15 @@ async def test_answers_every_charge_point_message_of_a_plain_ocpp_client(central
     again = await client.call(call.StartTransaction(connector_id=1, id_tag="TAG", meter_start=0,
                                                     timestamp=now_iso()))
     assert again.transaction_id != started.transaction_id
+    sampled_at = datetime.now(timezone.utc)
     for amps, energy in ((10.0, 1000), (20.0, 1001), (30.0, 1002)):
+        sampled_at += timedelta(seconds=1)
+        values = meter_value(amps, energy)
+        values[0]["timestamp"] = charging_profiles.iso(sampled_at)
         await client.call(call.MeterValues(connector_id=1, transaction_id=started.transaction_id,
-                                           meter_value=meter_value(amps, energy)))
-    await asyncio.sleep(0.01)
-    stopped = await client.call(call.StopTransaction(meter_stop=1250, timestamp=now_iso(),
+                                           meter_value=values))
+    stopped_at = charging_profiles.iso(sampled_at + timedelta(seconds=1))
+    stopped = await client.call(call.StopTransaction(meter_stop=1250, timestamp=stopped_at,
                                                      transaction_id=started.transaction_id,
                                                      reason="EVDisconnected"))
     assert stopped.id_tag_info["status"] == "Accepted"
@@ -120,6 +132,74 @@ async def test_answers_every_charge_point_message_of_a_plain_ocpp_client(central
                                                         "csms->cp CALLRESULT BootNotification"}
         kinds = {e["event_type"] for e in bank.get_recent_events(500)}
         assert {"CONNECTED", "DISCONNECTED", "PROCESS_START", "PROCESS_STOP"} <= kinds
+
+
+async def test_a_stop_for_a_transaction_it_never_started_records_no_session(central, caplog):
+    with MemoryBank(central.db_path) as bank:
+        bank.start_session("OTHER", 7)
+        bank.start_session("OTHER", "TX-A")  # a text id, from another central system
+    await central.start()
+    client, connection, task = await plain_client(central.url("PLAIN_4"), "PLAIN_4")
+    with caplog.at_level(logging.WARNING, logger="csms"):
+        stranger = await client.call(call.StopTransaction(meter_stop=10, timestamp=now_iso(),
+                                                          transaction_id=99999), suppress=False)
+    assert stranger.id_tag_info["status"] == "Accepted"
+    assert "StopTransaction for transaction 99999" in caplog.text
+    started = await client.call(call.StartTransaction(connector_id=1, id_tag="TAG", meter_start=0,
+                                                      timestamp=now_iso()))
+    assert started.transaction_id == 8
+    for _ in range(2):  # the second time, as a charge point that missed the answer would
+        await client.call(call.StopTransaction(meter_stop=5, timestamp=now_iso(),
+                                               transaction_id=8), suppress=False)
+    await connection.close()
+    task.cancel()
+    await central.stop()
+    with central.bank() as bank:
+        mine = [(s["transaction_id"], s["energy_wh"]) for s in bank.get_sessions()
+                if s["charge_point_id"] == "PLAIN_4"]
+    assert mine == [(8, 5)]
+
+    await central.start()  # numbering goes on from the highest id, not from 99999
+    client, connection, task = await plain_client(central.url("PLAIN_4"), "PLAIN_4")
+    again = await client.call(call.StartTransaction(connector_id=1, id_tag="TAG", meter_start=5,
+                                                    timestamp=now_iso()))
+    assert again.transaction_id == 9
+    await client.call(call.StopTransaction(meter_stop=6, timestamp=now_iso(), transaction_id=8),
+                      suppress=False)  # issued before the restart: still closes its session
+    await connection.close()
+    task.cancel()
+    await central.stop()
+    with central.bank() as bank:
+        ended = [s for s in bank.get_sessions() if s["transaction_id"] == 8]
+    assert [s["meter_stop_wh"] for s in ended] == [6]
+
+
+async def test_meter_values_that_are_not_finite_numbers_are_skipped_alone(central, caplog):
+    await central.start()
+    client, connection, task = await plain_client(central.url("PLAIN_5"), "PLAIN_5")
+    odd = [{"timestamp": now_iso(), "sampledValue": [
+        {"value": "NaN", "measurand": "Current.Import", "unit": "A"},
+        {"value": "1e400", "measurand": "Voltage", "unit": "V"},
+        {"value": "1e306", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "12.5", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]
+    with caplog.at_level(logging.WARNING, logger="csms"):
+        await client.call(call.MeterValues(connector_id=1, meter_value=odd), suppress=False)
+        await client.call(call.MeterValues(connector_id=1, meter_value=meter_value(16.0, 13.0)),
+                          suppress=False)
+    await connection.close()
+    task.cancel()
+    await central.stop()
+    skipped = [r.getMessage() for r in caplog.records if "not finite" in r.getMessage()]
+    assert len(skipped) == 1
+    assert all(text in skipped[0] for text in ("'NaN'", "'1e400'", "'1e306'"))
+    with central.bank() as bank:
+        recorded = {name: [m["value"] for m in bank.get_metrics(name, charge_point_id="PLAIN_5")]
+                    for name in ("current", "voltage", "power", "energy")}
+        messages = bank.get_recent_events(50, {"event_type": "OCPP_MESSAGE",
+                                               "charge_point_id": "PLAIN_5"})
+    assert recorded == {"current": [16.0], "voltage": [230.0], "power": [3680.0],
+                        "energy": [12.5, 13.0]}
+    assert len(messages) == 4
 
 
 async def test_drives_one_fluctuation_cycle_on_a_plain_client(central):
@@ -174,7 +254,8 @@ BAD_CALLS = [
     ('[2,"m3","BootNotification",{"chargePointVendor":5,"chargePointModel":"M"}]',
      "TypeConstraintViolation"),
     ('[2,"m4","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Dancing"}]',
-     "FormationViolation"),
+     "PropertyConstraintViolation"),
+    ('[2,"m4b","MeterValues",{"connectorId":1,"meterValue":[]}]', "OccurenceConstraintViolation"),
     ('[2,"m5","FooBar",{}]', "NotImplemented"),
     ('[2,"m6","UpdateFirmware",{"location":"x","retrieveDate":"2025-01-01T00:00:00Z"}]',
      "NotSupported"),
@@ -182,7 +263,9 @@ BAD_CALLS = [
     ('[2,"m8","Heartbeat",[1]]', "FormationViolation"),
 ]
 IGNORED = ['[2,"x1","Heartbeat",{}', "not json at all", '[5,"x2","Heartbeat",{}]', "[]",
-           '{"a":1}', '[2,{},"Heartbeat",{}]', '[3,"no-such-call",{}]']
+           '{"a":1}', '[2,{},"Heartbeat",{}]', '[3,"no-such-call",{}]',
+           '[2,"x3","DataTransfer",{"vendorId":"v","data":NaN}]',
+           '[2,"x4","DataTransfer",{"vendorId":"v","data":1e400}]']
 
 
 async def test_malformed_frames_get_1_6_answers_and_the_server_carries_on(central):
@@ -237,8 +320,52 @@ def test_scenario_steps():
     assert len([next(endless) for _ in range(40)]) == 40
 
 
+def fluctuate(analyser: csms.CurrentAnalyser, start: int, end: int, **kwargs) -> None:
+    """The seed's shape, one sample a second: 36 A for 2 s of every 8."""
+    for t in range(start, end):
+        analyser.update(float(t), 36.0 if t % 8 in (4, 5) else 0.0, **kwargs)
+
+
+def written(writer: BankWriter) -> None:
+    """Wait until the writer has stored everything queued so far."""
+    done = threading.Event()
+    writer.call(lambda bank: done.set())
+    assert done.wait(10)
+
+
+def test_an_episode_is_learned_when_it_ends_with_its_final_figures(db_path):
+    writer = BankWriter(str(db_path), "csms")
+    analyser = csms.CurrentAnalyser("CP_X", writer, detector.FluctuationDetector())
+    fluctuate(analyser, 0, 64)
+    analyser.update(64.0, 0.0)
+    calm = [analyser.update(float(t), 0.0) for t in range(65, 90)]
+    first = [d for d in calm if d is not None]
+    assert [d.kind for d in first] == ["ended"] and first[0].swings > 3
+    fluctuate(analyser, 90, 130)
+    written(writer)
+    with MemoryBank(db_path, readonly=True) as bank:
+        (pattern,) = bank.get_patterns()
+        second_started = bank.get_anomalies()[0]
+    assert pattern["occurrences"] == 1 and pattern["parameters"]["swings"]["mean"] == \
+        first[0].swings
+    assert second_started["pattern"]["name"] == pattern["name"]  # recognised, not yet learned
+    analyser.close()  # shutdown: the open episode ends and is learned
+    writer.close()
+    second_end = analyser.detections[-1]
+    with MemoryBank(db_path, readonly=True) as bank:
+        (pattern,) = bank.get_patterns()
+        anomalies = bank.get_anomalies()
+    assert pattern["occurrences"] == 2
+    assert pattern["parameters"]["swings"]["n"] == 2
+    assert pattern["parameters"]["swings"]["max"] == max(first[0].swings, second_end.swings)
+    for anomaly, ended in zip(anomalies, (second_end, first[0])):
+        assert anomaly["pattern"] == {"name": pattern["name"], **ended.pattern_parameters()}
+        assert anomaly["description"] == ended.description
+        assert anomaly["description"].startswith("current fluctuation ended")
+        assert anomaly["deviation"] > 10  # from the episode, not the calm window it ended in
+
+
 def test_current_analyser_records_an_anomaly_and_learns_the_pattern(db_path):
-    import detector
     writer = BankWriter(str(db_path), "csms")
     analyser = csms.CurrentAnalyser("CP_X", writer, detector.FluctuationDetector())
     steady = csms.CurrentAnalyser("CP_Y", writer, detector.FluctuationDetector())

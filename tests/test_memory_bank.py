@@ -329,6 +329,15 @@ def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(ban
     assert len(bank.get_sessions(limit=1)) == 1
 
 
+def test_max_transaction_id_counts_integer_ids_only(bank):
+    assert bank.max_transaction_id() is None
+    bank.start_session("CP1", 7)
+    bank.start_session("CP2", "42")  # stored as the integer 42 (the column is INTEGER)
+    bank.start_session("CP3", "TX-999")  # another central system's text id
+    bank.end_session("CP4", 3)
+    assert bank.max_transaction_id() == 42
+
+
 # -- patterns -----------------------------------------------------------------------------------
 
 def test_learn_pattern_upserts_by_name(bank, clock):

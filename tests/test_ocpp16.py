@@ -1,11 +1,20 @@
 """OCPP-J 1.6 framing and the error codes corrected at our boundary."""
+import asyncio
+import json
+
+import jsonschema
 import pytest
 from ocpp.exceptions import (FormatViolationError, NotImplementedError, NotSupportedError,
-                             TypeConstraintViolationError)
-from ocpp.messages import Call, CallError, CallResult
+                             OCPPError, TypeConstraintViolationError)
+from ocpp.messages import Call, CallError, CallResult, _validate_payload
+from ocpp.v16 import call
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
 
 import ocpp16
+from conftest import wait_for
 from ocpp16 import BadCall, Malformed
+from ocpp_helpers import now_iso
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -17,6 +26,9 @@ from ocpp16 import BadCall, Malformed
     ("[2, 17, \"Heartbeat\", {}]", "no readable message id"),
     ("[3, \"1\"]", "a CALLRESULT"),
     ("[4, \"1\", 5]", "a CALLERROR"),
+    ("[2, \"1\", \"DataTransfer\", {\"vendorId\": \"v\", \"data\": NaN}]", "not JSON"),
+    ("[2, \"1\", \"DataTransfer\", {\"vendorId\": \"v\", \"data\": -Infinity}]", "not JSON"),
+    ("[3, \"1\", {\"value\": 1e400}]", "not JSON"),
 ])
 def test_frames_that_are_ignored(raw, reason):
     with pytest.raises(Malformed, match=reason):
@@ -52,3 +64,58 @@ def test_library_codes_are_corrected():
     assert ocpp16.to_ocpp16(NotSupportedError()).code == "NotImplemented"
     kept = ocpp16.to_ocpp16(TypeConstraintViolationError(details={"cause": "y", "ocpp_message": 1}))
     assert (kept.code, kept.details) == ("TypeConstraintViolation", {"cause": "y"})
+
+
+def library_error(action: str, payload: dict) -> OCPPError:
+    """The error the ocpp library raises for an invalid CALL payload."""
+    with pytest.raises(OCPPError) as caught:
+        _validate_payload(Call("m1", action, payload), "1.6")
+    return caught.value
+
+
+def test_schema_failures_get_the_codes_1_6_names_for_them():
+    bad_status = library_error("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
+                                                      "status": "Dancing"})
+    no_values = library_error("MeterValues", {"connectorId": 1, "meterValue": []})
+    extra = library_error("Heartbeat", {"x": 1})
+    assert ocpp16.to_ocpp16(bad_status).code == "PropertyConstraintViolation"
+    assert "'Dancing' is not one of" in ocpp16.to_ocpp16(bad_status).details["cause"]
+    assert ocpp16.to_ocpp16(no_values).code == "OccurenceConstraintViolation"
+    assert ocpp16.to_ocpp16(extra).code == "FormationViolation"
+    with pytest.raises(jsonschema.ValidationError) as schema_error:  # no 1.6 CALL has maxItems
+        jsonschema.validate([1, 2], {"type": "array", "maxItems": 1})
+    too_many = FormatViolationError(details={"cause": "too many"})
+    too_many.__context__ = schema_error.value  # as the library raises it: while handling that
+    assert ocpp16.to_ocpp16(too_many).code == "OccurenceConstraintViolation"
+
+
+class Recording(ocpp16.Endpoint):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ignored: list[str] = []
+
+    def on_ignored(self, raw, reason: str) -> None:
+        self.ignored.append(reason)
+
+
+async def test_a_call_that_timed_out_is_forgotten_and_its_late_answer_ignored():
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def slow_central(connection):
+        async for raw in connection:
+            await requests.put((connection, json.loads(raw)[1]))
+
+    async with serve(slow_central, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/CP", subprotocols=["ocpp1.6"]) as connection:
+            endpoint = Recording("CP", connection, response_timeout=0.2)
+            reader = asyncio.create_task(endpoint.start())
+            with pytest.raises(asyncio.TimeoutError):
+                await endpoint.call(call.Heartbeat(), suppress=False)
+            assert endpoint._sent_calls == {}
+            central, unique_id = await requests.get()
+            await central.send(json.dumps([3, unique_id, {"currentTime": now_iso()}]))
+            await asyncio.to_thread(wait_for, lambda: endpoint.ignored, 5)
+            assert endpoint.ignored == ["a response to no CALL of ours"]
+            assert endpoint._response_queue.empty()
+            reader.cancel()

@@ -247,3 +247,7 @@ def test_fluctuation_scenario_records_one_anomaly_and_a_pattern(site):
     assert anomalies[0]["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
     assert len(patterns) == 1 and patterns[0]["occurrences"] == 1
     assert 7 < patterns[0]["parameters"]["period_s"]["mean"] < 9
+    # learned from the whole episode (closed when csms stopped), not from its first 3 swings
+    assert anomalies[0]["description"].startswith("current fluctuation ended")
+    assert anomalies[0]["pattern"]["name"] == patterns[0]["name"]
+    assert patterns[0]["parameters"]["swings"]["mean"] == anomalies[0]["pattern"]["swings"] > 3

@@ -1,0 +1,58 @@
+"""BankWriter on a real SQLite file: batches, order, and a bad row that costs only itself."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from bank_writer import BankWriter
+from memory_bank import MemoryBank
+
+
+def held(writer: BankWriter) -> threading.Event:
+    """Keep the writer thread busy until the event is set, so what is queued meanwhile is
+    written as one batch."""
+    release = threading.Event()
+    writer.call(lambda bank: release.wait(10))
+    return release
+
+
+def test_a_bad_row_is_dropped_alone_with_one_line_naming_it(db_path, caplog):
+    writer = BankWriter(str(db_path), "test")
+    release = held(writer)
+    for i in range(100):
+        value = {40: float("nan"), 60: float("inf")}.get(i, float(i))
+        writer.metric("current", value, "A", "CP")
+        writer.event("E", f"e{i}", {"x": float("inf")} if i == 50 else {"i": i}, "CP")
+    with caplog.at_level(logging.ERROR, logger="bank"):
+        release.set()
+        writer.close()
+    with MemoryBank(db_path, readonly=True) as bank:
+        values = [m["value"] for m in bank.get_metrics("current")]
+        events = bank.get_recent_events(None, {"event_type": "E"})
+    descriptions = [e["description"] for e in events]
+    assert values == [float(i) for i in range(100) if i not in (40, 60)]
+    assert sorted(descriptions) == sorted(f"e{i}" for i in range(100) if i != 50)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bank"]
+    assert len(lines) == 3
+    assert sum("metric dropped" in line and "got nan" in line for line in lines) == 1
+    assert sum("metric dropped" in line and "got inf" in line for line in lines) == 1
+    assert sum("event dropped" in line and "'e50'" in line for line in lines) == 1
+
+
+def test_a_call_sees_everything_queued_before_it_and_a_failing_one_is_logged(db_path, caplog):
+    writer = BankWriter(str(db_path), "test")
+    release = held(writer)
+    seen: list[int] = []
+    for i in range(3):
+        writer.metric("current", float(i), "A", "CP")
+    writer.call(lambda bank: seen.append(len(bank.get_metrics("current"))))
+    writer.call(lambda bank: bank.update_anomaly(12345, severity="LOW"))  # no such anomaly
+    writer.metric("current", 3.0, "A", "CP")
+    with caplog.at_level(logging.ERROR, logger="bank"):
+        release.set()
+        writer.close()
+    assert seen == [3]
+    assert [r.getMessage() for r in caplog.records if r.name == "bank"] == \
+        ["MemoryBank write failed: no anomaly with id 12345"]
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert len(bank.get_metrics("current")) == 4
