@@ -6,20 +6,21 @@ ev_sim_bootstrap() {
   reqs="$root/$1"
   venv="$root/.venv"
   stamp="$venv/.installed-$(basename "$1")"
-  python=${PYTHON:-python3}
-  if ! command -v "$python" >/dev/null 2>&1; then
-    echo "error: $python not found; install Python 3.11 or newer" >&2
-    return 1
-  fi
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "error: Python 3.11 or newer is needed, $python is $("$python" -V 2>&1)" >&2
-    return 1
-  fi
   if [ ! -x "$venv/bin/python" ]; then
+    python=${PYTHON:-python3}
+    if ! command -v "$python" >/dev/null 2>&1; then
+      echo "error: $python not found; install Python 3.11 or newer" >&2
+      return 1
+    fi
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      echo "error: Python 3.11 or newer is needed, $python is $("$python" -V 2>&1);" \
+           "name another with PYTHON=python3.12" >&2
+      return 1
+    fi
     echo "Creating $venv ..." >&2
     "$python" -m venv "$venv" || { echo "error: could not create $venv" >&2; return 1; }
   fi
-  digest=$(cat "$root"/requirements*.txt | "$venv/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+  digest=$(cat "$root"/requirements*.txt | cksum)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     echo "Installing $1 into $venv ..." >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from typing import Any, Callable, Optional
 
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def server_command(port: int = DEFAULT_REMOTE_PORT, host: str = DEFAULT_REMOTE_HOST) -> list[str]:
     """The command that starts the default bus server."""
-    return ["python", "-m", "can_remote", "--interface", "virtual", "--channel", "0",
+    return [sys.executable, "-m", "can_remote", "--interface", "virtual", "--channel", "0",
             "--host", host, "--port", str(port)]
 
 

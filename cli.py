@@ -48,11 +48,21 @@ def non_negative_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    if not 0 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_INT}, got {text!r}")
     return value
 
 
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a process cleanly. SIGINT stays ignored where it was ignored at
+    start (a background child of a script, as under run_all.sh --headless): Ctrl-C in the
+    terminal is then the script's to handle, and it stops its children in order."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return (signal.SIGTERM,)
+    return (signal.SIGINT, signal.SIGTERM)
+
+
+MAX_INT = 2**63 - 1  # SQLite's INTEGER
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -166,7 +176,7 @@ def run_async(amain: Callable[[argparse.Namespace, Supervisor], Awaitable[None]]
     async def supervised() -> None:
         supervisor = Supervisor()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stop_signals():
             loop.add_signal_handler(signum, supervisor.stop.set)
         try:
             await amain(args, supervisor)

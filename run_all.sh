@@ -58,9 +58,10 @@ fi
 # --- arguments ------------------------------------------------------------------------------
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
 can_interface="" can_channel="" workdir="$ROOT" action=start
-need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs a value"; }
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die_usage "$1 needs a value"; }
 is_number() { printf '%s' "$1" | grep -Eq '^[0-9]*[.]?[0-9]+$' && awk -v n="$1" 'BEGIN { exit !(n > 0) }'; }
 is_integer() { printf '%s' "$1" | grep -Eq '^[0-9]+$'; }
+is_port() { is_integer "$1" && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -72,8 +73,8 @@ while [ $# -gt 0 ]; do
     --scenario) need_value "$@"; case "$2" in fluctuation|normal|none) ;; *) die_usage "--scenario is fluctuation, normal or none, got '$2'" ;; esac; scenario=$2; shift ;;
     --cycles) need_value "$@"; is_integer "$2" || die_usage "--cycles takes a whole number, got '$2'"; cycles=$2; shift ;;
     --db) need_value "$@"; case "$2" in /*) db=$2 ;; *) db="$PWD/$2" ;; esac; shift ;;
-    --port) need_value "$@"; is_integer "$2" || die_usage "--port takes a port number, got '$2'"; port=$2; shift ;;
-    --bus-port) need_value "$@"; is_integer "$2" || die_usage "--bus-port takes a port number, got '$2'"; bus_port=$2; shift ;;
+    --port) need_value "$@"; is_port "$2" || die_usage "--port takes a port number 1-65535, got '$2'"; port=$2; shift ;;
+    --bus-port) need_value "$@"; is_port "$2" || die_usage "--bus-port takes a port number 1-65535, got '$2'"; bus_port=$2; shift ;;
     --can-interface) need_value "$@"; can_interface=$2; shift ;;
     --can-channel) need_value "$@"; can_channel=$2; shift ;;
     --workdir) need_value "$@"; workdir=$2; shift ;;
@@ -91,10 +92,13 @@ PLOTS="$workdir/plots"
 # --- the site's processes -------------------------------------------------------------------
 pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" 2>/dev/null; }
 
-alive() {  # alive NAME: its recorded process is still running (and is still ours)
-  local pid
-  pid=$(pid_of "$1") || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o command= 2>/dev/null | grep -q python
+ours() {  # ours PID: it runs, and it is one of this project's processes, not a reused PID
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
+    ps -p "$1" -o command= 2>/dev/null | grep -qF -e "$ROOT/" -e run_all.sh
+}
+
+alive() {  # alive NAME: its recorded process is still running
+  ours "$(pid_of "$1")"
 }
 
 running() {
@@ -126,7 +130,7 @@ stop_site() {  # the charge point first, so that it can still end its transactio
 
 if [ "$action" = stop ]; then
   supervisor=$(cat "$RUN/run_all.pid" 2>/dev/null)
-  if [ -n "$supervisor" ] && kill -TERM "$supervisor" 2>/dev/null; then
+  if ours "$supervisor" && kill -TERM "$supervisor" 2>/dev/null; then
     # a headless run stops its own children; it removes its PID file once they are gone
     while [ -f "$RUN/run_all.pid" ] && kill -0 "$supervisor" 2>/dev/null; do sleep 0.1; done
   fi
@@ -189,7 +193,8 @@ launch() {  # launch NAME COMMAND...: start one process where the mode says, rec
   rm -f "$pidfile"
   case "$mode" in
     headless)
-      (cd "$workdir" && exec "$@") > "$LOGS/$name.log" 2>&1 < /dev/null &
+      # SIGINT ignored: Ctrl-C is this script's to handle, and it stops the children in order
+      (trap '' INT; cd "$workdir" && exec "$@") > "$LOGS/$name.log" 2>&1 < /dev/null &
       echo $! > "$pidfile" ;;
     tmux)
       if [ -f "$RUN/tmux" ]; then
@@ -202,7 +207,8 @@ launch() {  # launch NAME COMMAND...: start one process where the mode says, rec
       local script="cd $(quote "$workdir") && $tab" target=""
       script=$(printf '%s' "$script" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
       if [ -f "$RUN/macos" ] && osascript -e 'tell application "Terminal" to activate' \
-          -e 'tell application "System Events" to keystroke "t" using command down' >/dev/null 2>&1; then
+          -e 'tell application "System Events" to keystroke "t" using command down' \
+          -e 'delay 0.5' >/dev/null 2>&1; then
         target=" in front window"
       fi
       osascript -e "tell application \"Terminal\" to do script \"$script\"$target" >/dev/null
@@ -211,6 +217,14 @@ launch() {  # launch NAME COMMAND...: start one process where the mode says, rec
     konsole) (cd "$workdir" && konsole --new-tab -p tabtitle="$name" -e bash -c "$tab" &) ;;
     xterm) (cd "$workdir" && xterm -T "$name" -e bash -c "$tab" &) ;;
   esac
+}
+
+first_dead() {  # the first process, in start order, that was started and is gone
+  local name
+  for name in $PROCESSES; do
+    [ -f "$RUN/$name.pid" ] && ! alive "$name" && { echo "$name"; return 0; }
+  done
+  return 1
 }
 
 fail_start() {  # fail_start NAME REASON
@@ -226,8 +240,8 @@ fail_start() {  # fail_start NAME REASON
 wait_started() {  # wait_started NAME [PORT]: its PID is recorded and, with PORT, it listens
   local deadline=$(( $(date +%s) + 60 ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
+    dead=$(first_dead) && fail_start "$dead" "exited during start-up"
     if [ -s "$RUN/$1.pid" ]; then
-      alive "$1" || fail_start "$1" "exited during start-up"
       [ -z "${2:-}" ] && return 0
       port_open "$2" && return 0
     fi
@@ -279,7 +293,9 @@ if [ "$mode" != headless ]; then
   if [ -n "$duration" ]; then  # a watchdog that outlives this script
     (sleep "$duration"; "$SELF" --stop --workdir "$workdir" >/dev/null 2>&1; summary) &
   fi
-  if [ "$mode" = tmux ] && [ -t 0 ] && [ -t 1 ]; then
+  if [ "$mode" = tmux ] && [ -n "${TMUX:-}" ]; then
+    tmux switch-client -t "$TMUX_SESSION"
+  elif [ "$mode" = tmux ] && [ -t 0 ] && [ -t 1 ]; then
     tmux attach -t "$TMUX_SESSION"
   fi
   exit 0
@@ -297,11 +313,7 @@ echo "Logs in $LOGS; plot in $PLOTS/current.png. Ctrl-C stops everything."
 deadline=""
 [ -n "$duration" ] && deadline=$(awk -v start="$(date +%s)" -v d="$duration" 'BEGIN { printf "%d", start + d + 0.999 }')
 while [ -z "$deadline" ] || [ "$(date +%s)" -lt "$deadline" ]; do
-  for name in $PROCESSES; do
-    if [ -f "$RUN/$name.pid" ] && ! alive "$name"; then
-      fail_start "$name" "stopped unexpectedly"
-    fi
-  done
+  dead=$(first_dead) && fail_start "$dead" "stopped unexpectedly"
   sleep 0.2
 done
 echo "Stopping the site after $duration s ..."

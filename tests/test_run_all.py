@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -98,9 +100,8 @@ def test_stop_stops_a_running_site_and_a_second_start_is_refused(tmp_path):
     assert not port_open(int(args[args.index("--port") + 1]))
 
 
-def test_a_process_that_cannot_start_fails_the_run_with_its_log(tmp_path):
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
     busy = free_port()
-    import socket
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", busy))
         blocker.listen()
@@ -113,9 +114,59 @@ def test_a_process_that_cannot_start_fails_the_run_with_its_log(tmp_path):
     assert processes_of(tmp_path) == []
 
 
-def test_bad_arguments_exit_2():
-    result = subprocess.run([RUN_ALL, "--speed", "fast"], capture_output=True, text=True)
-    assert result.returncode == 2 and "--speed" in result.stderr
+def test_a_process_that_cannot_start_fails_the_run_with_its_log(tmp_path):
+    bad_db = tmp_path / "no" / "such" / "dir" / "x.db"
+    result = run_headless(tmp_path, "--db", str(bad_db))
+    assert result.returncode == 1
+    assert "run_all.sh: error: charger exited during start-up" in result.stderr
+    assert f"last lines of {tmp_path}/logs/charger.log" in result.stderr
+    assert "MemoryBank" in result.stderr
+    assert processes_of(tmp_path) == []
+
+
+def test_ctrl_c_stops_every_process_in_order_and_closes_the_session(tmp_path):
+    args = site_args(tmp_path)
+    site = subprocess.Popen([RUN_ALL, "--headless", *args, "--speed", "10", "--scenario", "normal"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        db = tmp_path / "ev_charging_memory.db"
+        wait_for(lambda: (tmp_path / ".run" / "run_all.pid").exists() and db.exists()
+                 and rows(db, "SELECT COUNT(*) FROM sessions")[0][0] == 1
+                 or site.poll() is not None, timeout=90, message="a running session")
+        os.killpg(site.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+        output, _ = site.communicate(timeout=60)
+    finally:
+        if site.poll() is None:
+            site.kill()
+    assert site.returncode == 0, output
+    assert "Summary" in output and "unexpectedly" not in output
+    assert rows(db, "SELECT COUNT(*), COUNT(end_time) FROM sessions") == [(1, 1)]
+    assert processes_of(tmp_path) == []
+
+
+def test_stop_leaves_alone_a_process_that_only_reuses_a_recorded_pid(tmp_path):
+    (tmp_path / ".run").mkdir()
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        for name in ("run_all", "csms"):
+            (tmp_path / ".run" / f"{name}.pid").write_text(f"{stranger.pid}\n")
+        result = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.parametrize("args", [["--speed", "fast"], ["--speed", "0"], ["--port", "0"],
+                                  ["--bus-port", "70000"], ["--duration", "-1"],
+                                  ["--workdir", "--headless"], ["--bogus"]])
+def test_bad_arguments_exit_2(args):
+    result = subprocess.run([RUN_ALL, *args], capture_output=True, text=True)
+    assert result.returncode == 2 and args[0] in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
