@@ -456,8 +456,8 @@ class CsmsEndpoint(ocpp16.Endpoint):
         self.station.finished.add(transaction_id)
         end = _time_or_now(timestamp)
         if self.system.writer is not None:
-            self.system.writer.call(lambda bank: end_session(
-                bank, self.id, transaction_id, end_time=end, stop_reason=reason or "Local",
+            self.system.writer.call(lambda bank: bank.end_session(
+                self.id, transaction_id, end_time=end, stop_reason=reason or "Local",
                 meter_stop_wh=meter_stop))
         log.info("%s: transaction %d stopped (%s, meter %d Wh)", self.id, transaction_id,
                  reason or "Local", meter_stop)
@@ -476,17 +476,6 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> call_result.DataTransfer:
         return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
-
-
-def end_session(bank: Any, charge_point_id: str, transaction_id: int, **fields: Any) -> None:
-    """Close a session with the current statistics of the samples this central system received
-    (the charge point records the same samples under its own source)."""
-    samples = [m["value"] for m in bank.get_metrics("current", charge_point_id=charge_point_id,
-                                                    transaction_id=transaction_id, source="csms")]
-    if samples:
-        fields.update(min_current=min(samples), max_current=max(samples),
-                      avg_current=sum(samples) / len(samples), sample_count=len(samples))
-    bank.end_session(charge_point_id, transaction_id, **fields)
 
 
 def _time_or_now(text: str) -> datetime:

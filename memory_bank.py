@@ -25,7 +25,9 @@ meaning that long before now.
 
 The schema version is ``PRAGMA user_version``; opening for writing applies the missing steps of
 :data:`MIGRATIONS` in one transaction, so a later schema change carries old databases along.
-Opening with ``readonly=True`` never creates or changes a file.
+Opening with ``readonly=True`` never creates a database and never writes to one; beside an
+existing one, SQLite may keep its ``-wal`` and ``-shm`` files (a WAL reader needs the shared
+memory index, and only a writer removes them when it closes).
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ DEFAULT_DB_NAME = "ev_charging_memory.db"
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 SCHEMA_VERSION = 1
 DELETE_CHUNK = 5000
+SQLITE_MAX_INTEGER = 2**63 - 1
+#: The source whose current samples a session's figures come from when it has any: the central
+#: system records every sample it receives, and the charge point records the same ones again.
+RECORDER = "csms"
 
 log = logging.getLogger("memory")
 
@@ -385,7 +391,10 @@ class MemoryBank:
         if value is None:
             return format_timestamp(self.clock())
         if isinstance(value, timedelta):
-            return format_timestamp(self.clock() - value)
+            try:
+                return format_timestamp(self.clock() - value)
+            except OverflowError:
+                raise ValueError(f"{value} before now is out of range") from None
         if isinstance(value, datetime):
             return format_timestamp(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -530,8 +539,11 @@ class MemoryBank:
                     sample_count: Optional[int] = None) -> None:
         """Close the newest open session of this transaction (one is made if none was started).
 
-        Current figures not given come from the transaction's 'current' metrics since the start;
-        energy not given is meter_stop_wh - meter_start_wh when both are known.
+        Current figures not given come from the transaction's 'current' samples between its
+        start and end, from one source so that each sample counts once (the charge point and
+        the central system record the same ones): :data:`RECORDER` if it has samples, else the
+        source with the most. Energy not given is meter_stop_wh - meter_start_wh when both
+        are known.
         """
         _text(charge_point_id, "charge_point_id")
         _transaction_id(transaction_id)
@@ -558,12 +570,16 @@ class MemoryBank:
                 session_id, start_time, meter_start = found
             values = dict(given)
             if None in (min_current, avg_current, max_current, sample_count):
+                samples = ("FROM metrics WHERE charge_point_id = ? AND transaction_id = ? AND "
+                           "name = 'current' AND timestamp >= ? AND timestamp <= ?")
+                params = (charge_point_id, transaction_id, start_time or "", values["end_time"])
+                source = conn.execute(
+                    f"SELECT source {samples} GROUP BY source "
+                    f"ORDER BY source IS ? DESC, count(*) DESC, source LIMIT 1",
+                    (*params, RECORDER)).fetchone()
                 low, mean, high, count = conn.execute(
-                    "SELECT min(value), avg(value), max(value), count(*) FROM metrics "
-                    "WHERE charge_point_id = ? AND transaction_id = ? AND name = 'current' "
-                    "AND timestamp >= ? AND timestamp <= ?",
-                    (charge_point_id, transaction_id, start_time or "", values["end_time"]),
-                ).fetchone()
+                    f"SELECT min(value), avg(value), max(value), count(*) {samples} "
+                    f"AND source IS ?", (*params, source[0] if source else None)).fetchone()
                 for name, computed in (("min_current", low), ("avg_current", mean),
                                        ("max_current", high), ("sample_count", count)):
                     if values[name] is None:
@@ -600,7 +616,10 @@ class MemoryBank:
         days = _number(days, "days")
         if days is None or days < 0:
             raise ValueError(f"days must be 0 or more, got {days!r}")
-        cutoff = self._time(timedelta(days=days))
+        try:
+            cutoff = self._time(timedelta(days=days))
+        except OverflowError:
+            raise ValueError(f"days must be at most {timedelta.max.days}, got {days!r}") from None
         conditions = {"events": "timestamp < ?1", "anomalies": "timestamp < ?1",
                       "metrics": "timestamp < ?1",
                       "sessions": "end_time IS NOT NULL AND end_time < ?1"}
@@ -628,11 +647,10 @@ class MemoryBank:
                     row[column] = json.loads(row[column])
             yield row
 
-    def _select(self, table_name: str, *, equal: Optional[dict] = None, since: Since = None,
-                until: Since = None, search: Optional[str] = None, limit: Optional[int] = None,
-                newest_first: bool = True) -> list[dict]:
-        """Rows of one table matching every filter given; column names come from this module."""
-        table = TABLES[table_name]
+    def _where(self, table: Table, equal: Optional[dict] = None, since: Since = None,
+               until: Since = None, search: Optional[str] = None) -> tuple[str, list]:
+        """The WHERE clause (or "") and its parameters for these filters; column names come
+        from this module, values are parameters."""
         where, params = [], []
         for column, value in (equal or {}).items():
             if value is not None:
@@ -648,15 +666,30 @@ class MemoryBank:
             where.append("(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'"
                                            for column in table.search_columns) + ")")
             params.extend([pattern] * len(table.search_columns))
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
+    def _select(self, table_name: str, *, equal: Optional[dict] = None, since: Since = None,
+                until: Since = None, search: Optional[str] = None, limit: Optional[int] = None,
+                newest_first: bool = True) -> list[dict]:
+        """Rows of one table matching every filter given, newest (or oldest) first."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 0 <= limit <= SQLITE_MAX_INTEGER):
+            raise ValueError(f"limit must be a whole number from 0 to {SQLITE_MAX_INTEGER}, "
+                             f"got {limit!r}")
+        table = TABLES[table_name]
+        where, params = self._where(table, equal, since, until, search)
         direction = "DESC" if newest_first else "ASC"
-        sql = (f"SELECT * FROM {table.name}" + (" WHERE " + " AND ".join(where) if where else "")
-               + f" ORDER BY {table.time_column} {direction}, id {direction}")
+        sql = (f"SELECT * FROM {table.name}{where} "
+               f"ORDER BY {table.time_column} {direction}, id {direction}")
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ValueError(f"limit must be a whole number 0 or more, got {limit!r}")
             sql += " LIMIT ?"
             params.append(limit)
         return self._retry(lambda: list(self._decode(table, self._conn.execute(sql, params))))
+
+    def _count(self, table_name: str, **filters: Any) -> int:
+        where, params = self._where(TABLES[table_name], **filters)
+        sql = f"SELECT count(*) FROM {table_name}{where}"
+        return self._retry(lambda: self._conn.execute(sql, params).fetchone()[0])
 
     def get_recent_events(self, limit: Optional[int] = 50,
                           filters: Optional[dict] = None) -> list[dict]:
@@ -674,12 +707,23 @@ class MemoryBank:
 
     def get_anomalies(self, limit: Optional[int] = 50, severity: Optional[str] = None,
                       anomaly_type: Optional[str] = None, charge_point_id: Optional[str] = None,
-                      since: Since = None) -> list[dict]:
+                      since: Since = None, until: Since = None) -> list[dict]:
         """Newest anomalies first, filtered by exact severity, type, charge point, time."""
-        return self._select("anomalies", equal={
-            "severity": _severity(severity) if severity is not None else None,
-            "anomaly_type": anomaly_type, "charge_point_id": charge_point_id},
-            since=since, limit=limit)
+        return self._select("anomalies", equal=self._anomaly_filters(
+            severity, anomaly_type, charge_point_id), since=since, until=until, limit=limit)
+
+    def count_anomalies(self, severity: Optional[str] = None, anomaly_type: Optional[str] = None,
+                        charge_point_id: Optional[str] = None, since: Since = None,
+                        until: Since = None) -> int:
+        """How many anomalies get_anomalies(None, ...) would return, without reading them."""
+        return self._count("anomalies", equal=self._anomaly_filters(
+            severity, anomaly_type, charge_point_id), since=since, until=until)
+
+    @staticmethod
+    def _anomaly_filters(severity: Optional[str], anomaly_type: Optional[str],
+                         charge_point_id: Optional[str]) -> dict:
+        return {"severity": _severity(severity) if severity is not None else None,
+                "anomaly_type": anomaly_type, "charge_point_id": charge_point_id}
 
     def get_sessions(self, limit: Optional[int] = 50, charge_point_id: Optional[str] = None,
                      since: Since = None) -> list[dict]:
@@ -715,7 +759,8 @@ class MemoryBank:
         return self._distinct("metrics", "name")
 
     def _distinct(self, table: str, column: str) -> list:
-        """Distinct non-null values of an indexed column, by skipping along the index."""
+        """Distinct non-null values of a column that leads an index, by skipping along the
+        index: one lookup per value. On a column without an index each lookup is a full scan."""
         sql = (f"WITH RECURSIVE found(value) AS (SELECT min({column}) FROM {table} UNION ALL "
                f"SELECT (SELECT min({column}) FROM {table} WHERE {column} > found.value) "
                f"FROM found WHERE found.value IS NOT NULL) "
@@ -723,8 +768,10 @@ class MemoryBank:
         return self._retry(lambda: [row[0] for row in self._conn.execute(sql)])
 
     def get_metric_sources(self) -> list[str]:
-        """The distinct sources of metrics, in order."""
-        return self._distinct("metrics", "source")
+        """The distinct sources of metrics, in order: one scan of the table, as no index
+        leads with ``source`` (one would slow every sample written to save this rare read)."""
+        sql = "SELECT DISTINCT source FROM metrics WHERE source IS NOT NULL"
+        return sorted(self._retry(lambda: [row[0] for row in self._conn.execute(sql)]))
 
     def get_metric_statistics(self, name: str, since: Since = None,
                               charge_point_id: Optional[str] = None,
@@ -799,12 +846,29 @@ class MemoryBank:
             }
         return self._read(summary)
 
+    def check_export_path(self, path: Union[str, os.PathLike]) -> None:
+        """ValueError if ``path`` is this database or a file SQLite keeps beside it (``-wal``,
+        ``-shm``, ``-journal``), under any name: writing an export there would destroy it."""
+        database = self.path.resolve()
+        own = [database.with_name(database.name + suffix)
+               for suffix in ("", "-wal", "-shm", "-journal")]
+        for file in own:
+            try:
+                same = Path(path).resolve() == file or os.path.samefile(path, file)
+            except OSError:  # one of them does not exist
+                same = False
+            if same:
+                raise ValueError(f"{path} is the MemoryBank database {self.path} or one of "
+                                 f"its files: export to another file")
+
     def export_json(self, path: Union[str, os.PathLike]) -> dict[str, int]:
         """Write every table to one JSON file (atomically, from one snapshot); returns row counts.
 
         The file: ``{"schema_version", "exported_at", "database", "events": [...], ...}`` with
-        rows as the get_* methods return them, oldest first.
+        rows as the get_* methods return them, oldest first. ValueError for a path that is the
+        database itself (see :meth:`check_export_path`).
         """
+        self.check_export_path(path)
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
 

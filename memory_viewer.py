@@ -15,7 +15,7 @@ import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from tabulate import tabulate
 
@@ -210,7 +210,9 @@ class Viewer:
         return [row for row in rows if row["count"]]
 
     def export(self, path: Path) -> dict:
-        """JSON: the whole database. CSV: the events that match the filters."""
+        """JSON: the whole database. CSV: the events that match the filters.
+        ValueError for the database's own files."""
+        self.bank.check_export_path(path)
         try:
             if path.suffix.lower() != ".csv":
                 return {"path": str(path), "rows": self.bank.export_json(path)}
@@ -260,13 +262,15 @@ def ask(prompt: str) -> str:
 
 
 def ask_number(prompt: str, default: int) -> int:
+    """A whole number as the command line takes it; anything else re-prompts."""
     while True:
         answer = ask(f"{prompt} [{default}]: ")
         if not answer:
             return default
-        if answer.isdigit():
-            return int(answer)
-        print(f"Not a whole number: {answer!r}")
+        try:
+            return cli.non_negative_int(answer)
+        except argparse.ArgumentTypeError as exc:
+            print(f"Try again: {exc}")
 
 
 def clean_old_data(path: Path) -> str:
@@ -329,8 +333,14 @@ def search(viewer: Viewer) -> str:
 
 
 def export(viewer: Viewer) -> str:
-    path = ask("Export to file (.json: whole database, .csv: events): ")
-    return render("export", viewer.export(Path(path))) if path else "Nothing exported."
+    while True:
+        path = ask("Export to file (.json: whole database, .csv: events): ")
+        if not path:
+            return "Nothing exported."
+        try:
+            return render("export", viewer.export(Path(path)))
+        except ValueError as exc:
+            print(exc)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -384,6 +394,11 @@ def view(args: argparse.Namespace) -> int:
             if args.menu or sys.stdin.isatty():
                 return menu(viewer)
             wanted = {"summary": True}
+        if args.export is not None:
+            try:
+                bank.check_export_path(args.export)
+            except ValueError as exc:
+                raise cli.UsageError(f"--export {exc}") from None
         try:
             results = {name: getattr(viewer, name)(value) if name in TAKES_VALUE
                        else getattr(viewer, name)() for name, value in wanted.items()}

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -70,29 +70,40 @@ class Chart:
 
 @dataclass(frozen=True)
 class History:
-    """The anomalies in the MemoryBank, newest first, or why there are none to show."""
+    """What the chart shows of the MemoryBank's anomalies: how many there are, the latest few
+    (newest first) and those to mark on the chart; or why there are none to show."""
 
-    anomalies: tuple[dict, ...] = ()
+    total: int = 0
+    latest: tuple[dict, ...] = ()
+    marked: tuple[dict, ...] = ()
     problem: Optional[str] = None
+
+    @classmethod
+    def of(cls, anomalies: Sequence[dict]) -> "History":
+        """All of these anomalies (newest first), every one marked."""
+        return cls(len(anomalies), tuple(anomalies[:LATEST_ANOMALIES]), tuple(anomalies))
 
     def lines(self) -> list[str]:
         if self.problem:
             return ["MemoryBank (retrying):", *textwrap.wrap(self.problem, PANEL_CHARS,
                                                              initial_indent=" ",
                                                              subsequent_indent=" ")]
-        lines = [f"MemoryBank: {len(self.anomalies)} "
-                 f"anomal{'y' if len(self.anomalies) == 1 else 'ies'}"]
-        for anomaly in self.anomalies[:LATEST_ANOMALIES]:
+        lines = [f"MemoryBank: {self.total} anomal{'y' if self.total == 1 else 'ies'}"]
+        for anomaly in self.latest:
             lines.append(f" {local_time(anomaly['timestamp'])[6:]} {anomaly['severity']:<8} "
                          f"{anomaly.get('charge_point_id') or ''}")
         return lines
 
 
-def read_history(db_path: Optional[str]) -> History:
-    """Every anomaly in the MemoryBank, opened read-only: a missing database is not an error."""
+def read_history(db_path: Optional[str], since: datetime) -> History:
+    """The count, the latest few and the anomalies since ``since`` (the window's start), from
+    the MemoryBank opened read-only: a missing database is not an error. However many
+    anomalies the bank holds, a refresh reads only those."""
     try:
         with MemoryBank(db_path, readonly=True) as bank:
-            return History(tuple(bank.get_anomalies(limit=None)))
+            latest = tuple(bank.get_anomalies(LATEST_ANOMALIES))
+            marked = tuple(bank.get_anomalies(None, since=since))
+            return History(bank.count_anomalies(), latest, marked)
     except MemoryBankError as exc:
         return History(problem=str(exc))
 
@@ -144,10 +155,13 @@ class LiveView:
         with self._lock:
             self.status = status
 
+    def window_start(self, now: float) -> float:
+        return max(0.0, now - self.window_s)
+
     def chart(self, now: float, history: History, to_x: Callable[[str], float]) -> Chart:
         """The chart at simulated time ``now``; ``to_x`` maps a stored timestamp to that time."""
         with self._lock:
-            start = max(0.0, now - self.window_s)
+            start = self.window_start(now)
             shown = [(t, a) for t, a in self.samples if t >= start]
             amps = [a for _, a in shown]
             chart = Chart(
@@ -163,7 +177,7 @@ class LiveView:
                 episodes=[(begin, now if end is None else end) for begin, end in self.episodes
                           if end is None or end >= start],
                 history=history.lines())
-        for anomaly in history.anomalies:
+        for anomaly in history.marked:
             x = to_x(anomaly["timestamp"])
             if start <= x <= now:
                 chart.markers.append((x, anomaly["severity"]))
@@ -322,14 +336,19 @@ def live(args: argparse.Namespace) -> int:
     view = LiveView(args.window)
     stop = threading.Event()
 
+    def frame() -> Chart:
+        now = clock()
+        window_start = started_wall + view.window_start(now) / args.speed
+        history = read_history(args.db, datetime.fromtimestamp(window_start, timezone.utc))
+        return view.chart(now, history, to_x)
+
     def request_stop(signum, frame) -> None:
         # Not KeyboardInterrupt: raised inside one of matplotlib's weakref callbacks it is
         # swallowed. Not stop.set() here: it deadlocks if the signal came while this thread held
         # the event's lock. A thread of its own can always set it.
         threading.Thread(target=stop.set).start()
 
-    previous = {signum: signal.signal(signum, request_stop)
-                for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, request_stop) for signum in cli.stop_signals()}
     receiver = threading.Thread(target=receive, args=(config, view, clock, stop),
                                 name="can-receiver", daemon=True)
     receiver.start()
@@ -346,7 +365,7 @@ def live(args: argparse.Namespace) -> int:
              f", writing {output} every {args.refresh:g} s" if output else "")
     try:
         while not stop.is_set():
-            draw(fig, view.chart(clock(), read_history(args.db), to_x))
+            draw(fig, frame())
             if output:
                 save_png(fig, output)
             left = deadline - time.monotonic() if deadline else args.refresh
@@ -360,7 +379,7 @@ def live(args: argparse.Namespace) -> int:
                     break
                 plt.pause(min(args.refresh, left))
         if output and stop.is_set():  # stopped between refreshes: keep the last seconds
-            draw(fig, view.chart(clock(), read_history(args.db), to_x))
+            draw(fig, frame())
             save_png(fig, output)
     finally:
         stop.set()
@@ -420,9 +439,8 @@ def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
         xs, amps = by_charge_point.setdefault(row["charge_point_id"] or "?", ([], []))
         xs.append(parse_timestamp(row["timestamp"]).astimezone())
         amps.append(row["value"])
-    anomalies = tuple(a for a in bank.get_anomalies(limit=None, charge_point_id=cp, since=since)
-                      if a["timestamp"] <= until)
-    history = History(anomalies)
+    anomalies = bank.get_anomalies(None, charge_point_id=cp, since=since, until=until)
+    history = History.of(anomalies)
     worst = max((a["severity"] for a in anomalies), key=SEVERITIES.index, default=None)
     return Chart(
         title=f"{what[0].upper()}{what[1:]}: {local_time(since)} to {local_time(until)[6:]}",

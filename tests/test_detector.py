@@ -1,10 +1,14 @@
 """The fluctuation detector on synthetic signals shaped by the real charger ramp."""
 import math
+import random
+import threading
+import time
 
 import pytest
 
 from benchmarks.detector import (SEED_CYCLE_S, SEED_FIRST_SWING_S, charger_signal, detections,
                                  seed_commands, sine, steady, waveform)
+from charger_module import Charger
 from detector import (DetectorConfig, FluctuationDetector, match_pattern, merge_pattern)
 from memory_bank import MemoryBank
 
@@ -92,7 +96,7 @@ def test_an_episode_is_one_anomaly_escalated_then_ended_after_calm():
     assert ended.swings >= 19 and ended.started_at == found[0][1].started_at
     assert end < ended_at <= end + 1 + DetectorConfig().window_s + 1
     assert not detector.active
-    again = [(t + calm[-1][0] + 1, a) for t, a in fluctuating[:12]]
+    again = [(t + calm[-1][0] + 1, a) for t, a in fluctuating[:int(2 * SEED_CYCLE_S)]]
     assert kinds(detections(again, detector)) == ["started"]
 
 
@@ -104,17 +108,70 @@ def test_severity_grows_with_the_size_of_the_swings():
     assert large.amplitude_a > 6 * small.amplitude_a > 0
 
 
-def test_same_decisions_at_speed_1_and_10():
-    """The csms feeds simulated seconds, wall seconds x speed, to the detector."""
-    site = charger_signal(seed_commands(6), 6 * SEED_CYCLE_S, period=0.1, offset=0.4, noise=2.0)
+def test_steady_session_with_gaussian_noise_of_2_amps_for_hours_never_fires():
+    """Outliers of 8 A (4 sigma) come every hour or so; alone, one is not a swing."""
+    clean = steady(32, 3600)
+    for hour in range(20):
+        rng = random.Random(hour)
+        assert detections([(t, a + rng.gauss(0, 2.0)) for t, a in clean]) == [], f"hour {hour}"
 
-    def run(speed, wall_start=1.7e5):
-        wall = [(wall_start + t / speed, a) for t, a in site]
-        return [(round(t, 6), d.kind, d.severity, d.swings, d.period_s, d.amplitude_a)
-                for t, d in detections([((w - wall_start) * speed, a) for w, a in wall])]
 
-    at_1 = run(1)
-    assert at_1 and at_1 == run(10)
+def test_single_outliers_are_not_swings_but_two_samples_in_a_row_are():
+    def with_spikes(width):
+        return [(t, 47.0 if t % 5 < width else 32.0) for t in range(60)]
+    assert detections(steady(32, 60) + [(60 + t, a) for t, a in with_spikes(1)]) == []
+    assert kinds(detections(with_spikes(2)))[:1] == ["started"]
+
+
+JITTER_S = 0.003
+
+
+def wall_clock_site(speed: float, duration_s: float, seed: int) -> list[tuple[float, float]]:
+    """What the csms feeds the detector while the seed's commands drive a real Charger, each
+    on its own thread and the wall clock at ``speed``: the current of every tick (1 s period,
+    its own phase), stamped (wall time + a few ms of jitter) x speed, less the start."""
+    charger, lock, rng, samples = Charger(), threading.Lock(), random.Random(seed), []
+    begin = time.time()
+
+    def at(t: float) -> None:  # the schedule of the charger's and the scenario's loops
+        time.sleep(max(0.0, begin + t / speed - time.time()))
+
+    def ticks() -> None:
+        for k in range(int(duration_s)):
+            at(k + 0.5)
+            with lock:
+                amps = charger.tick()
+            samples.append(((time.time() + rng.uniform(-JITTER_S, JITTER_S) - begin) * speed,
+                            amps))
+    ticker = threading.Thread(target=ticks)
+    ticker.start()
+    for t, action, amps in seed_commands(int(duration_s // SEED_CYCLE_S)):
+        at(t)
+        with lock:
+            charger.set_limit(amps) if action == "limit" else getattr(charger, action)()
+    ticker.join()
+    return samples
+
+
+def test_same_decisions_on_the_wall_clock_at_two_speeds_ten_times_apart():
+    """Speeds 2 and 20 (not 1 and 10: the same ratio in half the time), run at once."""
+    runs = {2.0: [], 20.0: []}
+    threads = [threading.Thread(target=lambda speed=speed: runs[speed].extend(
+        detections(wall_clock_site(speed, 2 * SEED_CYCLE_S, seed=int(speed)))))
+        for speed in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slow, fast = runs.values()
+    assert kinds(slow) == kinds(fast) == ["started"]
+    for (t_slow, at_slow), (t_fast, at_fast) in zip(slow, fast):
+        assert at_slow.swings == at_fast.swings == 3
+        assert at_slow.severity == at_fast.severity
+        assert at_slow.period_s == pytest.approx(at_fast.period_s, abs=0.3)
+        assert at_slow.period_s == pytest.approx(SEED_CYCLE_S, abs=0.5)
+        assert at_slow.amplitude_a == pytest.approx(at_fast.amplitude_a, abs=1.0)
+        assert t_slow == pytest.approx(t_fast, abs=0.5)
 
 
 def test_close_ends_an_open_episode_and_bad_samples_are_ignored():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import subprocess
 import sys
@@ -190,6 +191,11 @@ def test_log_events_stores_a_batch_in_one_transaction(bank):
     (lambda b: b.start_session("CP1", 1.5), "transaction_id must be an integer"),
     (lambda b: b.clean_old_data(-1), "days must be 0 or more"),
     (lambda b: b.get_recent_events(-1), "limit must be"),
+    (lambda b: b.get_recent_events(2**63), "limit must be a whole number from 0 to 9223372"),
+    (lambda b: b.get_anomalies(limit=10**20), "limit must be"),
+    (lambda b: b.get_recent_events(filters={"since": timedelta(days=10**6)}), "out of range"),
+    (lambda b: b.clean_old_data(10**6), "out of range"),
+    (lambda b: b.clean_old_data(10**12), "days must be at most 999999999"),
     (lambda b: b.get_anomalies(severity="BAD"), "unknown severity"),
 ])
 def test_bad_input_is_a_value_error_that_says_what_was_wrong(bank, call, message):
@@ -229,6 +235,11 @@ def test_anomalies_record_filter_and_update(bank, clock):
     assert [a["description"] for a in bank.get_anomalies(charge_point_id="CP1", since=at(1))] \
         == ["meter frozen"]
     assert len(bank.get_anomalies(limit=1)) == 1
+    assert [a["description"] for a in bank.get_anomalies(since=at(0.5), until=at(1.5))] \
+        == ["wobble"]
+    assert bank.count_anomalies() == 3 and bank.count_anomalies(severity="high") == 1
+    assert bank.count_anomalies(charge_point_id="CP1", since=at(1)) == 1
+    assert bank.count_anomalies(anomaly_type="CURRENT_FLUCTUATION", until=at(0.5)) == 1
 
     bank.update_anomaly(first, severity="CRITICAL", current_value=32.0, description="grew",
                         pattern={"rule": "delta", "window": 9})
@@ -286,6 +297,32 @@ def test_metrics_read_back_oldest_first_and_statistics_on_known_data(bank, clock
         "latest": None, "latest_timestamp": None, "unit": None}
 
 
+def vm_steps(bank: MemoryBank, read) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``read(bank)`` takes: a measure of work
+    that, unlike time, is the same on every run."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+    bank._conn.set_progress_handler(count, 100)
+    try:
+        read(bank)
+    finally:
+        bank._conn.set_progress_handler(None, 0)
+    return steps
+
+
+def test_metric_sources_read_the_unindexed_column_in_one_scan(bank):
+    bank.record_metrics({"name": "current", "value": i, "unit": "A", "source": f"s{i % 8}"}
+                        for i in range(4000))
+    one_scan = vm_steps(bank, lambda b: b._conn.execute(
+        "SELECT count(source) FROM metrics").fetchone())
+    assert vm_steps(bank, MemoryBank.get_metric_sources) < 3 * one_scan
+    assert bank.get_metric_sources() == [f"s{i}" for i in range(8)]
+
+
 def test_session_statistics_come_from_the_transactions_current_metrics(bank, clock):
     bank.record_metric("current", 99.0, "A", "charger", "CP1", 5, timestamp=at(-1))  # before
     session_id = bank.start_session("CP1", 5, start_time=at(0), meter_start_wh=1000,
@@ -305,6 +342,31 @@ def test_session_statistics_come_from_the_transactions_current_metrics(bank, clo
         "meter_start_wh": 1000.0, "meter_stop_wh": 1750.0, "energy_wh": 750.0,
         "min_current": 10.0, "avg_current": 16.0, "max_current": 22.0, "sample_count": 3,
         "stop_reason": "EVDisconnected"}
+
+
+def test_session_statistics_count_each_sample_once_from_one_source(bank):
+    """The charge point and the central system both record every sample: the figures come
+    from the central system's when it has any, else from the one source that has them."""
+    def session(cp, tx, samples_by_source):
+        bank.start_session(cp, tx, start_time=at(0))
+        for source, values in samples_by_source.items():
+            bank.record_metrics({"name": "current", "value": amps, "unit": "A", "source": source,
+                                 "charge_point_id": cp, "transaction_id": tx,
+                                 "timestamp": at(minute)}
+                                for minute, amps in enumerate(values, start=1))
+        bank.end_session(cp, tx, end_time=at(10))
+        found = bank.get_sessions(charge_point_id=cp)[0]
+        return (found["min_current"], found["avg_current"], found["max_current"],
+                found["sample_count"])
+
+    assert session("CP1", 1, {"cp": [10.0, 20.0, 30.0], "csms": [10.0, 20.0, 30.0]}) \
+        == (10.0, 20.0, 30.0, 3)
+    # the central system missed a sample the charge point kept: the central system's count
+    assert session("CP2", 2, {"cp": [10.0, 20.0, 30.0, 40.0], "csms": [10.0, 20.0, 30.0]}) \
+        == (10.0, 20.0, 30.0, 3)
+    assert session("CP3", 3, {"cp": [8.0, 16.0]}) == (8.0, 12.0, 16.0, 2)
+    assert session("CP4", 4, {"cp": [8.0, 16.0, 24.0], "charger": [1.0]}) == (8.0, 16.0, 24.0, 3)
+    assert session("CP5", 5, {}) == (None, None, None, 0)
 
 
 def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(bank):
@@ -418,6 +480,25 @@ def test_export_json_round_trip(bank, tmp_path):
     assert list(target.parent.iterdir()) == [target], "no partial file is left behind"
 
 
+def test_export_refuses_the_database_and_the_files_beside_it(bank, db_path, tmp_path):
+    fill_events(bank)
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    (tmp_path / "link.db").symlink_to(db_path)
+    os.link(db_path, tmp_path / "hard.db")
+    (tmp_path / "sub").mkdir()
+    targets = [db_path, f"{db_path}-wal", f"{db_path}-shm", f"{db_path}-journal",
+               tmp_path / "sub" / ".." / db_path.name, tmp_path / "link.db",
+               tmp_path / "hard.db"]
+    for target in targets:
+        with pytest.raises(ValueError, match="is the MemoryBank database .* export to another"):
+            bank.export_json(target)
+    assert {path: path.read_bytes() for path in before} == before
+    assert not list(tmp_path.glob("*.partial")) and not Path(f"{db_path}-journal").exists()
+    assert len(bank.get_recent_events(None)) == 5
+    assert bank._conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    bank.check_export_path(tmp_path / "memory.db.json")   # a neighbour is fine
+
+
 def test_export_of_an_empty_bank_is_valid_json(bank, tmp_path):
     counts = bank.export_json(tmp_path / "empty.json")
     exported = json.loads((tmp_path / "empty.json").read_text())
@@ -459,6 +540,25 @@ def test_readonly_open_of_a_missing_file_fails_and_creates_nothing(tmp_path):
     with pytest.raises(MemoryBankError, match=f"no MemoryBank database at {missing}"):
         MemoryBank(missing, readonly=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readonly_open_of_an_existing_database_never_writes_to_it(db_path):
+    """What is true: the database is not written to; SQLite may leave an empty -wal and the
+    -shm beside it (a WAL reader needs them; only a writer removes them when it closes)."""
+    with MemoryBank(db_path) as writer:
+        writer.log_event("T", "s", "written")
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
+    content, modified = db_path.read_bytes(), db_path.stat().st_mtime_ns
+    with MemoryBank(db_path, readonly=True) as reader:
+        assert descriptions(reader.get_recent_events()) == ["written"]
+        reader.get_dashboard_summary()
+    assert (db_path.read_bytes(), db_path.stat().st_mtime_ns) == (content, modified)
+    beside = {p.name: p.stat().st_size for p in db_path.parent.iterdir() if p != db_path}
+    assert set(beside) <= {f"{db_path.name}-wal", f"{db_path.name}-shm"}
+    assert beside.get(f"{db_path.name}-wal", 0) == 0
+    with MemoryBank(db_path):   # the next writer to close tidies them away
+        pass
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
 
 
 def test_a_file_that_is_not_sqlite_gives_one_clear_error(tmp_path):

@@ -178,6 +178,22 @@ def test_export_json_and_csv(filled_db, tmp_path):
     assert "cannot export to" in failed.stderr
 
 
+def test_export_refuses_the_database_and_its_files(filled_db, tmp_path):
+    csv_named = tmp_path / "bank.csv"   # a database whose name would make the export CSV
+    csv_named.write_bytes(filled_db.read_bytes())
+    for db, target in ((filled_db, filled_db), (filled_db, f"{filled_db}-wal"),
+                       (filled_db, f"{filled_db}-shm"), (filled_db, tmp_path / "." / "memory.db"),
+                       (csv_named, csv_named)):
+        content = Path(db).read_bytes()
+        result = viewer(db, "--export", str(target), "--events", "1")
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr == (f"memory_viewer: error: --export {target} is the MemoryBank "
+                                 f"database {db} or one of its files: export to another file\n")
+        assert Path(db).read_bytes() == content
+    assert "Events              9" in ok(filled_db, "--summary")
+    assert "Events              9" in ok(csv_named, "--summary")
+
+
 def test_no_flags_and_no_terminal_prints_the_summary(filled_db):
     out = ok(filled_db)
     assert out.startswith("Summary") and "Events              9" in out
@@ -216,6 +232,8 @@ def test_a_file_that_is_not_a_database_is_one_line_exit_1(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("--since", "yesterday"), "neither a duration"),
     (("--events", "many"), "not a whole number"),
+    (("--events", "99999999999999999999"), "must be 0 to 9223372036854775807"),
+    (("--anomalies", str(2**63)), "must be 0 to"),
     (("--severity", "HUGE"), "invalid choice"),
 ])
 def test_bad_arguments_exit_2_without_a_traceback(filled_db, args, message):
@@ -229,18 +247,24 @@ def test_bad_arguments_exit_2_without_a_traceback(filled_db, args, message):
 def test_menu_driven_through_stdin(filled_db, tmp_path):
     export = tmp_path / "menu.json"
     answers = ["7x", "1",           # invalid choice re-prompts, then the summary
-               "2", "lots", "2",    # recent events: a bad number re-prompts
+               "2", "lots", "99999999999999999999", "²", "2",  # bad numbers re-prompt
                "3", "",             # anomalies, default count
                "4", "1", "5", "6",
                "7", "MeterValues #2",
-               "8", str(export),
+               "8", str(filled_db), f"{filled_db}-wal", str(export),  # not over the database
                "9", "7", "n",       # clean old data: refused
                "9", "7", "y",       # clean old data: confirmed
                "0"]
     out = ok(filled_db, "--menu", stdin="\n".join(answers) + "\n")
     assert "Invalid choice '7x': enter a number from 0 to 9." in out
     assert "Events              9" in out
-    assert "Not a whole number: 'lots'" in out
+    assert "Try again: not a whole number: 'lots'" in out
+    assert "Try again: must be 0 to 9223372036854775807, got '99999999999999999999'" in out
+    assert "Try again: not a whole number: '²'" in out
+    assert out.count("How many events? [20]: ") == 4
+    assert f"{filled_db} is the MemoryBank database {filled_db} or one of its files" in out
+    assert f"{filled_db}-wal is the MemoryBank database" in out
+    assert out.count("Export to file") == 3
     assert "Events (last 2, newest first)" in out
     assert "Anomalies (last 20, newest first)" in out
     assert "Sessions (last 1, newest first)" in out

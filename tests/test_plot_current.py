@@ -1,6 +1,6 @@
 """plot_current.py: headless against a live bus and the charger module, and --from-db."""
-import os
-import subprocess
+import itertools
+import signal
 import sys
 import threading
 import time
@@ -8,13 +8,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import can
+import numpy
 import pytest
 from PIL import Image
 
 import frames
 import plot_current
 from benchmarks.detector import charger_signal, seed_commands
-from conftest import ROOT, free_port, port_open, script, start, stop, wait_for
+from conftest import free_port, port_open, script, start, stop, wait_for
 from memory_bank import MemoryBank
 from plot_current import History, LiveView
 
@@ -31,11 +32,18 @@ def png_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def start_logged(cmd: list[str], log: Path, env: dict = None) -> subprocess.Popen:
-    """Start a process whose output goes to ``log``, so the test can watch it as it runs."""
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+ALARM_RGB = tuple(bytes.fromhex(plot_current.ALARM_RED.lstrip("#")))
+
+
+def alarm_pixels(path: Path) -> int:
+    """How many pixels of the PNG have the red of the anomaly indicator."""
+    with Image.open(path) as image:
+        pixels = numpy.asarray(image.convert("RGB"))
+    return int((pixels == ALARM_RGB).all(axis=-1).sum())
+
+
+def alarm_shown(path: Path) -> bool:
+    return alarm_pixels(path) > 500
 
 
 def drive_seed_scenario(url: str, cycles: int, speed: float) -> None:
@@ -56,28 +64,29 @@ def drive_seed_scenario(url: str, cycles: int, speed: float) -> None:
 
 
 def test_headless_png_from_a_live_bus_with_the_charger_module(bus_server, tmp_path):
-    png, log, db = tmp_path / "current.png", tmp_path / "plot.log", tmp_path / "absent.db"
+    png, db = tmp_path / "current.png", tmp_path / "absent.db"
     charger = start(script("charger_module.py", "--speed", str(SPEED), "--period", "1",
                            "--ramp", "0.2", "--can-interface", "remote",
                            "--can-channel", bus_server))
-    plot = start_logged(script("plot_current.py", "--headless", "--output", str(png),
-                               "--size", "640x400", "--refresh", "0.3", "--speed", str(SPEED),
-                               "--db", str(db), "--can-interface", "remote",
-                               "--can-channel", bus_server), log)
+    plot = start(script("plot_current.py", "--headless", "--output", str(png),
+                        "--size", "640x400", "--refresh", "0.3", "--speed", str(SPEED),
+                        "--db", str(db), "--can-interface", "remote",
+                        "--can-channel", bus_server))
     try:
         wait_for(png.exists, timeout=20, message="the first PNG")
+        assert not alarm_shown(png)
         scenario = threading.Thread(target=drive_seed_scenario, args=(bus_server, 4, SPEED))
         scenario.start()
         while scenario.is_alive():
             assert png_size(png) == (640, 400)  # never half written, however often it is read
             scenario.join(timeout=0.05)
-        wait_for(lambda: "detector started" in log.read_text(), timeout=10,
-                 message="the plotter's detector to fire on the seed scenario")
+        wait_for(lambda: alarm_shown(png), timeout=10,
+                 message="the red indicator of the plotter's detector on the seed scenario")
     finally:
-        code, _ = stop(plot)
+        code, output = stop(plot)
         stop(charger)
-    output = log.read_text()
     assert code == 0, output
+    assert "detector started" in output
     assert "Traceback" not in output
     assert int(output.split("received ")[1].split()[0]) >= 10
     assert png_size(png) == (640, 400)
@@ -88,37 +97,64 @@ def test_headless_png_from_a_live_bus_with_the_charger_module(bus_server, tmp_pa
 def test_waits_for_the_bus_with_one_hint_and_falls_back_to_headless(tmp_path):
     port = free_port()
     url = f"ws://127.0.0.1:{port}/"
-    png, log = tmp_path / "current.png", tmp_path / "plot.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    plot = start_logged(script("plot_current.py", "--output", str(png), "--refresh", "0.2",
-                               "--can-interface", "remote", "--can-channel", url), log, env)
+    png = tmp_path / "current.png"
+    plot = start(script("plot_current.py", "--output", str(png), "--refresh", "0.2",
+                        "--can-interface", "remote", "--can-channel", url),
+                 env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     server = None
     try:
+        # the first PNG comes after the first attempt at the bus (it is made before the figure)
         wait_for(png.exists, timeout=20, message="the PNG of the waiting plotter")
-        assert png_size(png) == (1000, 600)
-        wait_for(lambda: "start it with" in log.read_text(), message="the hint")
+        assert png_size(png) == (1000, 600) and not alarm_shown(png)
         server = start([sys.executable, "-m", "can_remote", "--interface", "virtual",
                         "--channel", "0", "--host", "127.0.0.1", "--port", str(port)])
         wait_for(lambda: port_open(port), message="the bus server")
-        wait_for(lambda: "connected" in log.read_text(), timeout=10, message="the reconnect")
         bus = can.Bus(interface="remote", channel=url)
         try:
-            def received_some() -> bool:
-                bus.send(frames.measured_current(12.5))
-                return "first: 12.5 A" in log.read_text()
-            wait_for(received_some, timeout=10, interval=0.2, message="a 0x300 frame")
+            levels = itertools.cycle((0.0, 0.0, 40.0, 40.0))  # two samples a level
+
+            def fluctuation_drawn() -> bool:
+                bus.send(frames.measured_current(next(levels)))
+                return alarm_shown(png)
+            wait_for(fluctuation_drawn, timeout=15, interval=0.2,
+                     message="the plotter to reconnect and draw what it receives")
         finally:
             bus.shutdown()
     finally:
-        code, _ = stop(plot)
+        code, output = stop(plot)
         if server:
             stop(server)
-    output = log.read_text()
     assert code == 0, output
     lines = output.splitlines()
     assert sum("no display" in line for line in lines) == 1
-    assert sum("not reachable" in line for line in lines) == 1, "one hint, then quiet retries"
+    assert sum("not reachable" in line and "start it with" in line for line in lines) == 1, \
+        "one hint, then quiet retries"
+    assert "connected" in output and "receiving 0x300" in output
     assert "Traceback" not in output
+
+
+def test_sigint_ignored_at_start_stays_ignored(tmp_path):
+    """As a background child of run_all.sh --headless: Ctrl-C in the terminal is the script's
+    to handle (it stops its children in order), so the plotter must not stop on it."""
+    png = tmp_path / "current.png"
+    plot = start(script("plot_current.py", "--headless", "--output", str(png), "--refresh", "0.1",
+                        "--db", str(tmp_path / "absent.db"), "--can-interface", "remote",
+                        "--can-channel", f"ws://127.0.0.1:{free_port()}/"),
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(png.exists, timeout=20, message="the first PNG")
+        plot.send_signal(signal.SIGINT)
+        rewrites = set()
+
+        def rewritten_or_exited() -> bool:
+            stat = png.stat()
+            rewrites.add((stat.st_ino, stat.st_mtime_ns))
+            return plot.poll() is not None or len(rewrites) > 4
+        wait_for(rewritten_or_exited, timeout=10, message="PNG rewrites after SIGINT")
+        assert plot.poll() is None, "SIGINT stopped the plotter"
+    finally:
+        code, output = stop(plot)
+    assert code == 0 and "Traceback" not in output, output
 
 
 # -- --from-db, in process ---------------------------------------------------------------------
@@ -206,7 +242,7 @@ def test_live_view_keeps_the_window_and_raises_the_alarm_on_the_seed_shape():
     for t, amps in charger_signal(seed_commands(3), 24):
         view.add(t, amps)
     stamp = datetime.now(timezone.utc).isoformat()
-    history = History(({"timestamp": stamp, "severity": "HIGH", "charge_point_id": "CP_1"},))
+    history = History.of([{"timestamp": stamp, "severity": "HIGH", "charge_point_id": "CP_1"}])
     chart = view.chart(24.0, history, to_x=lambda _: 20.0)
     [(_, xs, amps)] = chart.series
     assert min(xs) >= 0 and max(xs) == 24 and chart.xlim == (0.0, 30)
@@ -217,6 +253,27 @@ def test_live_view_keeps_the_window_and_raises_the_alarm_on_the_seed_shape():
     later = view.chart(90.0, History(problem="no MemoryBank database at x.db"), lambda _: 20.0)
     assert later.xlim == (60.0, 90.0) and later.markers == []
     assert later.history[0] == "MemoryBank (retrying):"
+
+
+def test_history_reads_a_count_the_latest_few_and_those_in_the_window(db_path):
+    now = datetime.now(timezone.utc)
+    with MemoryBank(db_path) as bank:
+        for minute in range(40):
+            bank.record_anomaly("CURRENT_FLUCTUATION", "LOW", f"old {minute}",
+                                timestamp=now - timedelta(hours=1, minutes=minute))
+        for second in (30, 5):
+            bank.record_anomaly("CURRENT_FLUCTUATION", "HIGH", f"{second} s ago",
+                                charge_point_id="CP_1", timestamp=now - timedelta(seconds=second))
+    history = plot_current.read_history(str(db_path), since=now - timedelta(seconds=60))
+    assert history.total == 42 and history.problem is None
+    assert [a["description"] for a in history.latest] == ["5 s ago", "30 s ago", "old 0",
+                                                          "old 1", "old 2"]
+    assert [a["description"] for a in history.marked] == ["5 s ago", "30 s ago"]
+    assert history.lines()[0] == "MemoryBank: 42 anomalies" and len(history.lines()) == 6
+
+    missing = plot_current.read_history(str(db_path.with_name("absent.db")), since=now)
+    assert missing.total == 0 and "no MemoryBank database" in missing.problem
+    assert not db_path.with_name("absent.db").exists()
 
 
 def test_waiting_view_says_so():
