@@ -37,6 +37,20 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+async def wait_for_async(condition: Callable[[], T], timeout: float = 10.0,
+                         interval: float = 0.02, message: str = "condition") -> T:
+    """:func:`wait_for` for a test that must keep its event loop running while it waits."""
+    import asyncio
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):

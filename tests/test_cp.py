@@ -19,7 +19,7 @@ from websockets.asyncio.server import serve
 import charging_profiles
 import cli
 import frames
-from conftest import free_port, script, start, stop
+from conftest import free_port, script, start, stop, wait_for_async
 from cp import Backoff, Configuration, endpoint_url
 from memory_bank import MemoryBank
 from ocpp_helpers import now_iso
@@ -120,17 +120,6 @@ class FooBar:
     pass
 
 
-async def until(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def statuses(log):
     return [p["status"] for action, p in log if action == "StatusNotification"]
 
@@ -156,10 +145,10 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--id", "CP_T",
                                 "--speed", str(SPEED), "--db", str(db_path),
                                 "--can-interface", "remote", "--can-channel", bus_server))
-            await until(lambda: statuses(log) == ["Available"], what="boot and Available")
+            await wait_for_async(lambda: statuses(log) == ["Available"], message="boot and Available")
             central = centrals[0]
             assert of(log, "BootNotification")[0]["charge_point_model"]
-            await until(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(), what="default limit")
+            await wait_for_async(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(), message="default limit")
 
             config = await central.call(call.GetConfiguration(key=["MeterValueSampleInterval",
                                                                    "Foo"]))
@@ -183,16 +172,16 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             result = await central.call(call.SetChargingProfile(connector_id=1,
                                                                 cs_charging_profiles=watts))
             assert result.status == "Accepted"
-            await until(lambda: (frames.SET_LIMIT, 16.0) in charger.sent(), what="0x210 16 A")
+            await wait_for_async(lambda: (frames.SET_LIMIT, 16.0) in charger.sent(), message="0x210 16 A")
 
             result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=2))
             assert result.status == "Rejected"
             result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=1))
             assert result.status == "Accepted"
-            start_req = (await until(lambda: of(log, "StartTransaction"), what="Start"))[0]
+            start_req = (await wait_for_async(lambda: of(log, "StartTransaction"), message="Start"))[0]
             assert (start_req["id_tag"], start_req["connector_id"]) == ("T", 1)
             assert isinstance(start_req["meter_start"], int)
-            await until(lambda: (frames.START, None) in charger.sent(), what="0x200")
+            await wait_for_async(lambda: (frames.START, None) in charger.sent(), message="0x200")
             assert (await central.call(call.RemoteStartTransaction(id_tag="T"))).status == \
                 "Rejected"
             charger.amps = 16.0
@@ -203,43 +192,43 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
                     if payload.get("transaction_id") == 42 and \
                             values["Current.Import"]["value"] == "16.0":
                         return values
-            values = await until(charging_sample, what="MeterValues while charging")
+            values = await wait_for_async(charging_sample, message="MeterValues while charging")
             assert values["Voltage"]["value"] == "230.0" and values["Current.Import"]["unit"] == "A"
             assert values["Power.Active.Import"]["value"] == "3680.0"
             assert values["Energy.Active.Import.Register"]["unit"] == "Wh"
 
             charger.publishing.clear()
-            await until(lambda: "Faulted" in statuses(log), what="Faulted")
+            await wait_for_async(lambda: "Faulted" in statuses(log), message="Faulted")
             faulted = [p for p in of(log, "StatusNotification") if p["status"] == "Faulted"][0]
             assert faulted["error_code"] == "OtherError"
             charger.publishing.set()
-            await until(lambda: statuses(log)[-1] == "Charging", what="back to Charging")
+            await wait_for_async(lambda: statuses(log)[-1] == "Charging", message="back to Charging")
 
             def energy_wh():
                 registers = [float(v["value"]) for p in of(log, "MeterValues")
                              for v in p["meter_value"][0]["sampled_value"]
                              if v["measurand"] == "Energy.Active.Import.Register"]
                 return registers[-1] if registers else 0.0
-            await until(lambda: energy_wh() >= start_req["meter_start"] + 5, what="5 Wh charged")
+            await wait_for_async(lambda: energy_wh() >= start_req["meter_start"] + 5, message="5 Wh charged")
 
             assert (await central.call(call.RemoteStopTransaction(transaction_id=41))).status == \
                 "Rejected"
             assert (await central.call(call.RemoteStopTransaction(transaction_id=42))).status == \
                 "Accepted"
-            await until(lambda: (frames.STOP, None) in charger.sent(), what="0x201")
+            await wait_for_async(lambda: (frames.STOP, None) in charger.sent(), message="0x201")
             charger.amps = 0.0
-            stops = await until(lambda: len(of(log, "StopTransaction")) == 2 and
-                                of(log, "StopTransaction"), what="StopTransaction retried")
+            stops = await wait_for_async(lambda: len(of(log, "StopTransaction")) == 2 and
+                                of(log, "StopTransaction"), message="StopTransaction retried")
             assert stops[0] == stops[1]
             assert (stops[0]["transaction_id"], stops[0]["reason"]) == (42, "Remote")
             assert stops[0]["meter_stop"] > start_req["meter_start"]
-            await until(lambda: statuses(log)[-1] == "Available", what="Available")
+            await wait_for_async(lambda: statuses(log)[-1] == "Available", message="Available")
             assert statuses(log) == ["Available", "Preparing", "Charging", "Faulted", "Charging",
                                      "Finishing", "Available"]
 
             assert (await central.call(call.ClearChargingProfile())).status == "Accepted"
-            await until(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
-                        what="default limit restored")
+            await wait_for_async(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
+                        message="default limit restored")
             assert (await central.call(call.ClearChargingProfile(id=99))).status == "Unknown"
             assert [f for f in charger.sent() if f[0] != frames.SET_LIMIT] == \
                 [(frames.START, None), (frames.STOP, None)]
@@ -362,10 +351,10 @@ async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, 
             port = server.sockets[0].getsockname()[1]
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--speed", str(SPEED),
                                 "--db", str(db_path), "--can-channel", bus_server))
-            await until(lambda: statuses(log) == ["Available"], what="boot")
+            await wait_for_async(lambda: statuses(log) == ["Available"], message="boot")
             result = await centrals[0].call(call.RemoteStartTransaction(id_tag="T"))
             assert result.status == "Accepted"
-            await until(lambda: of(log, "StartTransaction"), what="StartTransaction")
+            await wait_for_async(lambda: of(log, "StartTransaction"), message="StartTransaction")
             code, out = await asyncio.to_thread(stop, proc)
             assert code == 0, out
             (stopped,) = of(log, "StopTransaction")
@@ -398,14 +387,14 @@ async def run_cp_with_fast_heartbeats(db_path, can_channel):
 
 async def heartbeats(log, count):
     seen = len(of(log, "Heartbeat"))
-    await until(lambda: len(of(log, "Heartbeat")) >= seen + count, what=f"{count} heartbeats")
+    await wait_for_async(lambda: len(of(log, "Heartbeat")) >= seen + count, message=f"{count} heartbeats")
 
 
 async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_server, db_path):
     charger = await asyncio.to_thread(PlayedCharger, bus_server)
     server, proc, log, centrals = await run_cp_with_fast_heartbeats(db_path, bus_server)
     try:
-        await until(lambda: of(log, "MeterValues"), what="sampled data")
+        await wait_for_async(lambda: of(log, "MeterValues"), message="sampled data")
         result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
                                                                  value="0"))
         assert result.status == "Accepted"
@@ -416,7 +405,7 @@ async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_se
         result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
                                                                  value="1"))
         assert result.status == "Accepted"
-        await until(lambda: len(of(log, "MeterValues")) > sampled, what="sampling again")
+        await wait_for_async(lambda: len(of(log, "MeterValues")) > sampled, message="sampling again")
         code, out = await asyncio.to_thread(stop, proc)
         assert code == 0 and "Traceback" not in out, out
     finally:
