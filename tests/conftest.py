@@ -24,16 +24,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _tries(timeout: float, message: str) -> Iterator[None]:
+    """One turn per try of a condition; fails the test once ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        yield
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
              message: str = "condition") -> T:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+    for _ in _tries(timeout, message):
         result = condition()
         if result:
             return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
 
 
@@ -41,13 +47,10 @@ async def wait_for_async(condition: Callable[[], T], timeout: float = 10.0,
                          interval: float = 0.02, message: str = "condition") -> T:
     """:func:`wait_for` for a test that must keep its event loop running while it waits."""
     import asyncio
-    deadline = time.monotonic() + timeout
-    while True:
+    for _ in _tries(timeout, message):
         result = condition()
         if result:
             return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
 
 

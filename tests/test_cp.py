@@ -19,7 +19,8 @@ from websockets.asyncio.server import serve
 import charging_profiles
 import cli
 import frames
-from conftest import free_port, script, start, stop, wait_for_async
+from conftest import free_port, script, start, stop
+from conftest import wait_for_async as until
 from cp import Backoff, Configuration, endpoint_url
 from memory_bank import MemoryBank
 from ocpp_helpers import now_iso
@@ -120,6 +121,17 @@ class FooBar:
     pass
 
 
+def central_handler(log: list, centrals: list, fail_first_stop: bool = True):
+    """A websockets handler that serves every connection with a PlainCentral."""
+    async def handler(connection):
+        central = PlainCentral(connection.request.path.strip("/"), connection, log)
+        if not fail_first_stop:
+            central.stop_attempts = 1
+        centrals.append(central)
+        await central.start()
+    return handler
+
+
 def statuses(log):
     return [p["status"] for action, p in log if action == "StatusNotification"]
 
@@ -132,11 +144,7 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
     log: list = []
     centrals: list[PlainCentral] = []
 
-    async def handler(connection):
-        central = PlainCentral(connection.request.path.strip("/"), connection, log)
-        centrals.append(central)
-        await central.start()
-
+    handler = central_handler(log, centrals)
     charger = await asyncio.to_thread(PlayedCharger, bus_server)
     proc = None
     try:
@@ -145,10 +153,11 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--id", "CP_T",
                                 "--speed", str(SPEED), "--db", str(db_path),
                                 "--can-interface", "remote", "--can-channel", bus_server))
-            await wait_for_async(lambda: statuses(log) == ["Available"], message="boot and Available")
+            await until(lambda: statuses(log) == ["Available"], message="boot and Available")
             central = centrals[0]
             assert of(log, "BootNotification")[0]["charge_point_model"]
-            await wait_for_async(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(), message="default limit")
+            await until(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(),
+                        message="default limit")
 
             config = await central.call(call.GetConfiguration(key=["MeterValueSampleInterval",
                                                                    "Foo"]))
@@ -172,16 +181,16 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             result = await central.call(call.SetChargingProfile(connector_id=1,
                                                                 cs_charging_profiles=watts))
             assert result.status == "Accepted"
-            await wait_for_async(lambda: (frames.SET_LIMIT, 16.0) in charger.sent(), message="0x210 16 A")
+            await until(lambda: (frames.SET_LIMIT, 16.0) in charger.sent(), message="0x210 16 A")
 
             result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=2))
             assert result.status == "Rejected"
             result = await central.call(call.RemoteStartTransaction(id_tag="T", connector_id=1))
             assert result.status == "Accepted"
-            start_req = (await wait_for_async(lambda: of(log, "StartTransaction"), message="Start"))[0]
+            start_req = (await until(lambda: of(log, "StartTransaction"), message="Start"))[0]
             assert (start_req["id_tag"], start_req["connector_id"]) == ("T", 1)
             assert isinstance(start_req["meter_start"], int)
-            await wait_for_async(lambda: (frames.START, None) in charger.sent(), message="0x200")
+            await until(lambda: (frames.START, None) in charger.sent(), message="0x200")
             assert (await central.call(call.RemoteStartTransaction(id_tag="T"))).status == \
                 "Rejected"
             charger.amps = 16.0
@@ -192,42 +201,43 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
                     if payload.get("transaction_id") == 42 and \
                             values["Current.Import"]["value"] == "16.0":
                         return values
-            values = await wait_for_async(charging_sample, message="MeterValues while charging")
+            values = await until(charging_sample, message="MeterValues while charging")
             assert values["Voltage"]["value"] == "230.0" and values["Current.Import"]["unit"] == "A"
             assert values["Power.Active.Import"]["value"] == "3680.0"
             assert values["Energy.Active.Import.Register"]["unit"] == "Wh"
 
             charger.publishing.clear()
-            await wait_for_async(lambda: "Faulted" in statuses(log), message="Faulted")
+            await until(lambda: "Faulted" in statuses(log), message="Faulted")
             faulted = [p for p in of(log, "StatusNotification") if p["status"] == "Faulted"][0]
             assert faulted["error_code"] == "OtherError"
             charger.publishing.set()
-            await wait_for_async(lambda: statuses(log)[-1] == "Charging", message="back to Charging")
+            await until(lambda: statuses(log)[-1] == "Charging", message="back to Charging")
 
             def energy_wh():
                 registers = [float(v["value"]) for p in of(log, "MeterValues")
                              for v in p["meter_value"][0]["sampled_value"]
                              if v["measurand"] == "Energy.Active.Import.Register"]
                 return registers[-1] if registers else 0.0
-            await wait_for_async(lambda: energy_wh() >= start_req["meter_start"] + 5, message="5 Wh charged")
+            await until(lambda: energy_wh() >= start_req["meter_start"] + 5,
+                        message="5 Wh charged")
 
             assert (await central.call(call.RemoteStopTransaction(transaction_id=41))).status == \
                 "Rejected"
             assert (await central.call(call.RemoteStopTransaction(transaction_id=42))).status == \
                 "Accepted"
-            await wait_for_async(lambda: (frames.STOP, None) in charger.sent(), message="0x201")
+            await until(lambda: (frames.STOP, None) in charger.sent(), message="0x201")
             charger.amps = 0.0
-            stops = await wait_for_async(lambda: len(of(log, "StopTransaction")) == 2 and
+            stops = await until(lambda: len(of(log, "StopTransaction")) == 2 and
                                 of(log, "StopTransaction"), message="StopTransaction retried")
             assert stops[0] == stops[1]
             assert (stops[0]["transaction_id"], stops[0]["reason"]) == (42, "Remote")
             assert stops[0]["meter_stop"] > start_req["meter_start"]
-            await wait_for_async(lambda: statuses(log)[-1] == "Available", message="Available")
+            await until(lambda: statuses(log)[-1] == "Available", message="Available")
             assert statuses(log) == ["Available", "Preparing", "Charging", "Faulted", "Charging",
                                      "Finishing", "Available"]
 
             assert (await central.call(call.ClearChargingProfile())).status == "Accepted"
-            await wait_for_async(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
+            await until(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
                         message="default limit restored")
             assert (await central.call(call.ClearChargingProfile(id=99))).status == "Unknown"
             assert [f for f in charger.sent() if f[0] != frames.SET_LIMIT] == \
@@ -338,12 +348,7 @@ async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, 
     log: list = []
     centrals: list[PlainCentral] = []
 
-    async def handler(connection):
-        central = PlainCentral(connection.request.path.strip("/"), connection, log)
-        central.stop_attempts = 1  # accept the first StopTransaction
-        centrals.append(central)
-        await central.start()
-
+    handler = central_handler(log, centrals, fail_first_stop=False)
     charger = await asyncio.to_thread(PlayedCharger, bus_server)
     proc = None
     try:
@@ -351,10 +356,10 @@ async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, 
             port = server.sockets[0].getsockname()[1]
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--speed", str(SPEED),
                                 "--db", str(db_path), "--can-channel", bus_server))
-            await wait_for_async(lambda: statuses(log) == ["Available"], message="boot")
+            await until(lambda: statuses(log) == ["Available"], message="boot")
             result = await centrals[0].call(call.RemoteStartTransaction(id_tag="T"))
             assert result.status == "Accepted"
-            await wait_for_async(lambda: of(log, "StartTransaction"), message="StartTransaction")
+            await until(lambda: of(log, "StartTransaction"), message="StartTransaction")
             code, out = await asyncio.to_thread(stop, proc)
             assert code == 0, out
             (stopped,) = of(log, "StopTransaction")
@@ -387,14 +392,14 @@ async def run_cp_with_fast_heartbeats(db_path, can_channel):
 
 async def heartbeats(log, count):
     seen = len(of(log, "Heartbeat"))
-    await wait_for_async(lambda: len(of(log, "Heartbeat")) >= seen + count, message=f"{count} heartbeats")
+    await until(lambda: len(of(log, "Heartbeat")) >= seen + count, message=f"{count} heartbeats")
 
 
 async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_server, db_path):
     charger = await asyncio.to_thread(PlayedCharger, bus_server)
     server, proc, log, centrals = await run_cp_with_fast_heartbeats(db_path, bus_server)
     try:
-        await wait_for_async(lambda: of(log, "MeterValues"), message="sampled data")
+        await until(lambda: of(log, "MeterValues"), message="sampled data")
         result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
                                                                  value="0"))
         assert result.status == "Accepted"
@@ -405,7 +410,7 @@ async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_se
         result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
                                                                  value="1"))
         assert result.status == "Accepted"
-        await wait_for_async(lambda: len(of(log, "MeterValues")) > sampled, message="sampling again")
+        await until(lambda: len(of(log, "MeterValues")) > sampled, message="sampling again")
         code, out = await asyncio.to_thread(stop, proc)
         assert code == 0 and "Traceback" not in out, out
     finally:

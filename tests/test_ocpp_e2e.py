@@ -74,6 +74,14 @@ class Site:
         return self.run("cp.py", "--url", f"ws://127.0.0.1:{self.port}", "--id", "CP_1",
                         "--can-interface", "remote", "--can-channel", self.channel)
 
+    def complete(self, scenario: str, cycles: int, timeout: float = 20) -> None:
+        """Start the charger, csms.py with ``scenario`` and cp.py; wait until it is complete."""
+        self.charger()
+        self.csms("--scenario", scenario, "--cycles", str(cycles))
+        self.cp()
+        wait_for(lambda: self.events(event_type="SCENARIO_STEP", search="scenario complete"),
+                 timeout=timeout, message=f"{cycles} cycle(s) of the {scenario} scenario")
+
     def bank(self) -> MemoryBank:
         return MemoryBank(self.db_path, readonly=True)
 
@@ -116,11 +124,7 @@ def received_statuses(events: list[dict]) -> list[str]:
 
 
 def test_one_fluctuation_cycle_end_to_end(site):
-    site.charger()
-    site.csms("--scenario", "fluctuation", "--cycles", "1")
-    site.cp()
-    wait_for(lambda: site.events(event_type="SCENARIO_STEP", search="scenario complete"),
-             timeout=20, message="the cycle to complete")
+    site.complete("fluctuation", 1)
     session = wait_for(site.ended_session, message="the session to end")
     results = site.close()
     assert all(code == 0 for code, _ in results), results
@@ -215,11 +219,7 @@ def test_csms_restart_mid_transaction_loses_nothing(site):
 
 
 def test_normal_scenario_makes_sessions_and_metrics_but_no_fluctuation(site):
-    site.charger()
-    site.csms("--scenario", "normal", "--cycles", "2")
-    site.cp()
-    wait_for(lambda: site.events(event_type="SCENARIO_STEP", search="scenario complete"),
-             timeout=20, message="the normal scenario to complete")
+    site.complete("normal", 2)
     session = wait_for(site.ended_session, message="the session to end")
     results = site.close()
     assert all(code == 0 for code, _ in results), results
@@ -236,11 +236,7 @@ def test_normal_scenario_makes_sessions_and_metrics_but_no_fluctuation(site):
 def test_fluctuation_scenario_records_one_anomaly_and_a_pattern(site, speed):
     """The same anomaly and pattern at two speeds: the analysis is in simulated seconds."""
     site.speed = speed
-    site.charger()
-    site.csms("--scenario", "fluctuation", "--cycles", "3")
-    site.cp()
-    wait_for(lambda: site.events(event_type="SCENARIO_STEP", search="scenario complete"),
-             timeout=30, message="three cycles")
+    site.complete("fluctuation", 3, timeout=30)
     results = site.close()
     assert all(code == 0 for code, _ in results), results
     with site.bank() as bank:
