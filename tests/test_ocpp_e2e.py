@@ -246,7 +246,9 @@ def test_fluctuation_scenario_records_one_anomaly_and_a_pattern(site, speed):
         [("CURRENT_FLUCTUATION", "CP_1")]
     assert anomalies[0]["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
     assert len(patterns) == 1 and patterns[0]["occurrences"] == 1
-    assert 7.5 < patterns[0]["parameters"]["period_s"]["mean"] < 8.5
+    # at speed 20 a few ms of wall-clock jitter is a tenth of a simulated second per sample;
+    # a cycle stretched by the round trips (the old bug) measured 9.2 s
+    assert 7 < patterns[0]["parameters"]["period_s"]["mean"] < 9
     # learned from the whole episode (closed when csms stopped), not from its first 3 swings
     assert anomalies[0]["description"].startswith("current fluctuation ended")
     assert anomalies[0]["pattern"]["name"] == patterns[0]["name"]
