@@ -1,4 +1,5 @@
-# Sourced by run_all.sh and run_tests.sh: make .venv and install REQUIREMENTS into it when they changed.
+# Sourced by run_all.sh and run_tests.sh: make .venv, install REQUIREMENTS and this project
+# (editable, so evsim/ is importable from anywhere) into it, again only when they changed.
 # Usage: . ./bootstrap.sh requirements.txt
 ev_sim_bootstrap() {
   local root reqs venv stamp digest python
@@ -20,11 +21,13 @@ ev_sim_bootstrap() {
     echo "Creating $venv ..." >&2
     "$python" -m venv "$venv" || { echo "error: could not create $venv" >&2; return 1; }
   fi
-  digest=$(cat "$root"/requirements*.txt | cksum)
+  digest=$(cat "$root"/requirements*.txt "$root/pyproject.toml" | cksum)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-    echo "Installing $1 into $venv ..." >&2
+    echo "Installing $1 and evsim into $venv ..." >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" \
       || { echo "error: pip could not install $1" >&2; return 1; }
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$root" \
+      || { echo "error: pip could not install evsim from $root" >&2; return 1; }
     echo "$digest" > "$stamp"
   fi
   export PATH="$venv/bin:$PATH"

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import can
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import canbus  # noqa: E402
+from evsim.canbus import bus as canbus
 
 # An 8-byte standard frame is 111 bits before bit stuffing, up to ~135 with it: at 1 Mbit/s
 # that is 7,400 to 9,000 frames/s, "about 8,000".

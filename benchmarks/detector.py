@@ -16,12 +16,12 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from charger_module import Charger  # noqa: E402
-from detector import Detection, DetectorConfig, FluctuationDetector  # noqa: E402
+from evsim.charger.main import Charger
+from evsim.detection.fluctuation import Detection, DetectorConfig, FluctuationDetector
 
 Sample = tuple[float, float]
 Command = tuple[float, str, Optional[float]]

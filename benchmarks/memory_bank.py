@@ -21,16 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from tabulate import tabulate  # noqa: E402
 
-from memory_bank import TABLES, MemoryBank  # noqa: E402
+from evsim.bank import TABLES, MemoryBank  # noqa: E402
 
 EVENT_COLUMNS = TABLES["events"].columns
 RAW_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -115,7 +115,7 @@ def count_rows(path: Path) -> int:
 def build_big_db(path: Path, events: int, chunk: int = 100_000) -> float:
     """A site's week: OCPP messages and CAN frames of four charge points, anomalies, sessions,
     current samples and patterns. Events go in with the batch form. Returns the seconds taken."""
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     step = timedelta(days=7) / events
     start = end - step * events
     kinds = [("OCPP_MESSAGE", "csms", "cp->csms CALL MeterValues"),

@@ -22,9 +22,8 @@ from ocpp.v16 import ChargePoint, call
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from memory_bank import MemoryBank  # noqa: E402
+from evsim.bank import MemoryBank  # noqa: E402
 from tests.ocpp_helpers import meter_value  # noqa: E402
 
 P99_LIMIT_MS = 100.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from bank_writer import BankWriter
-from memory_bank import MemoryBank
+from evsim.bank import MemoryBank
+from evsim.bank.writer import BankWriter
 
 
 def held(writer: BankWriter) -> threading.Event:

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
-
-import canbus
 from conftest import ROOT
+
+from evsim.canbus import bus as canbus
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ def test_a_remote_channel_that_cannot_be_is_refused(channel):
 
 
 def test_a_bus_lost_at_shutdown_does_not_complain_later(bus_server):
-    code = ("import canbus, sys\n"
+    code = ("import sys\nfrom evsim.canbus import bus as canbus\n"
             "bus = canbus.open_bus(canbus.bus_config(channel=sys.argv[1]))\n"
             "bus.socket.close()  # the connection is gone under the open bus\n"
             "canbus.shutdown_quietly(bus)\n"

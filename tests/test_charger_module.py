@@ -1,13 +1,14 @@
 """The charger module: its ramp on explicit ticks, and as a CAN node in its own process."""
+import itertools
 import subprocess
 
 import can
 import pytest
-
-import frames
-from charger_module import Charger, receive
-from memory_bank import MemoryBank
 from conftest import free_port, script, start, stop, wait_for
+
+from evsim.bank import MemoryBank
+from evsim.canbus import frames
+from evsim.charger.main import Charger, receive
 
 
 def ticks(charger: Charger, n: int) -> list[float]:
@@ -34,7 +35,7 @@ def test_reaches_the_target_instead_of_creeping():
     assert currents[-1] == 100.0
     reached = currents.index(100.0)
     assert all(c == 100.0 for c in currents[reached:])
-    assert all(a < b for a, b in zip(currents[:reached], currents[1:reached + 1]))
+    assert all(a < b for a, b in itertools.pairwise(currents[:reached + 1]))
     charger.stop()
     assert ticks(charger, 60)[-1] == 0.0
 

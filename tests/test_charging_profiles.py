@@ -1,13 +1,13 @@
 """Charging profiles: what the central system builds, what the charge point accepts, the limit
 in force."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import charging_profiles as cpf
-from charging_profiles import ProfileError, ProfileStore
+from evsim.ocpp16 import profiles as cpf
+from evsim.ocpp16.profiles import ProfileError, ProfileStore
 
-NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def profile(**changes):

@@ -10,20 +10,20 @@ from dataclasses import dataclass
 
 import can
 import pytest
+from conftest import free_port, script, start, stop
+from conftest import wait_for_async as until
 from ocpp.exceptions import InternalError, OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
+from ocpp_helpers import now_iso
 from websockets.asyncio.server import serve
 
-import charging_profiles
-import cli
-import frames
-from conftest import free_port, script, start, stop
-from conftest import wait_for_async as until
-from cp import Backoff, Configuration, endpoint_url
-from memory_bank import MemoryBank
-from ocpp_helpers import now_iso
+from evsim import cli
+from evsim.bank import MemoryBank
+from evsim.canbus import frames
+from evsim.cp.main import Backoff, Configuration, endpoint_url
+from evsim.ocpp16 import profiles as charging_profiles
 
 SPEED = 20.0
 
@@ -208,7 +208,7 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
 
             charger.publishing.clear()
             await until(lambda: "Faulted" in statuses(log), message="Faulted")
-            faulted = [p for p in of(log, "StatusNotification") if p["status"] == "Faulted"][0]
+            faulted = next(p for p in of(log, "StatusNotification") if p["status"] == "Faulted")
             assert faulted["error_code"] == "OtherError"
             charger.publishing.set()
             await until(lambda: statuses(log)[-1] == "Charging", message="back to Charging")

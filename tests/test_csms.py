@@ -8,22 +8,22 @@ import json
 import logging
 import socket
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import websockets
+from conftest import free_port, port_open, script, start, stop, wait_for
 from ocpp.v16 import call
+from ocpp_helpers import PlainChargePoint, meter_value, now_iso
 from websockets.asyncio.client import connect
 
-import charging_profiles
-import cli
-import csms
-import detector
-from bank_writer import BankWriter
-from conftest import free_port, port_open, script, start, stop, wait_for
-from memory_bank import MemoryBank
-from ocpp_helpers import PlainChargePoint, meter_value, now_iso
+from evsim import cli
+from evsim.bank import MemoryBank
+from evsim.bank.writer import BankWriter
+from evsim.csms import main as csms
+from evsim.detection import fluctuation as detector
+from evsim.ocpp16 import profiles as charging_profiles
 
 
 class CentralSystemUnderTest:
@@ -93,7 +93,7 @@ async def test_answers_every_charge_point_message_of_a_plain_ocpp_client(central
     again = await client.call(call.StartTransaction(connector_id=1, id_tag="TAG", meter_start=0,
                                                     timestamp=now_iso()))
     assert again.transaction_id != started.transaction_id
-    sampled_at = datetime.now(timezone.utc)
+    sampled_at = datetime.now(UTC)
     for amps, energy in ((10.0, 1000), (20.0, 1001), (30.0, 1002)):
         sampled_at += timedelta(seconds=1)
         values = meter_value(amps, energy)

@@ -6,11 +6,24 @@ import time
 
 import pytest
 
-from benchmarks.detector import (SEED_CYCLE_S, SEED_FIRST_SWING_S, charger_signal, detections,
-                                 seed_commands, sine, steady, waveform)
-from charger_module import Charger
-from detector import (DetectorConfig, FluctuationDetector, match_pattern, merge_pattern)
-from memory_bank import MemoryBank
+from benchmarks.detector import (
+    SEED_CYCLE_S,
+    SEED_FIRST_SWING_S,
+    charger_signal,
+    detections,
+    seed_commands,
+    sine,
+    steady,
+    waveform,
+)
+from evsim.bank import MemoryBank
+from evsim.charger.main import Charger
+from evsim.detection.fluctuation import (
+    DetectorConfig,
+    FluctuationDetector,
+    match_pattern,
+    merge_pattern,
+)
 
 TWO_CYCLES_END = 2 * SEED_CYCLE_S
 

@@ -3,7 +3,7 @@ import can
 import cantools
 import pytest
 
-import frames
+from evsim.canbus import frames
 
 
 def test_ids_are_the_seed_protocols():

@@ -2,6 +2,7 @@
 writer processes at once."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -10,16 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-import memory_bank
 from conftest import ROOT
-from memory_bank import MemoryBank, MemoryBankError, default_db_path, format_timestamp
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+from evsim.bank import MemoryBank, MemoryBankError, default_db_path, format_timestamp
+from evsim.bank import bank as memory_bank
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 STAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 
 
@@ -243,7 +244,7 @@ def test_anomalies_record_filter_and_update(bank, clock):
 
     bank.update_anomaly(first, severity="CRITICAL", current_value=32.0, description="grew",
                         pattern={"rule": "delta", "window": 9})
-    updated = [a for a in bank.get_anomalies() if a["id"] == first][0]
+    updated = next(a for a in bank.get_anomalies() if a["id"] == first)
     assert (updated["severity"], updated["current_value"], updated["description"],
             updated["pattern"]) == ("CRITICAL", 32.0, "grew", {"rule": "delta", "window": 9})
     assert updated["expected_value"] == 16.0, "fields not given keep their value"
@@ -384,7 +385,7 @@ def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(ban
     assert second["start_time"] == format_timestamp(at(10))
     assert second["end_time"] == format_timestamp(at(11))
     assert second["sample_count"] == 0 and second["energy_wh"] is None
-    orphan = [s for s in sessions if s["charge_point_id"] == "CP9"][0]
+    orphan = next(s for s in sessions if s["charge_point_id"] == "CP9")
     assert orphan["start_time"] is None and orphan["energy_wh"] == 5.0
     assert [s["start_time"] for s in bank.get_sessions(charge_point_id="CP1", since=at(5))] \
         == [format_timestamp(at(10))]
@@ -680,8 +681,7 @@ def test_a_write_waits_out_a_lock_longer_than_the_busy_timeout(db_path):
 
 WRITER = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from memory_bank import MemoryBank
+from evsim.bank import MemoryBank
 bank = MemoryBank(sys.argv[2])
 print("ready", flush=True)
 sys.stdin.readline()
@@ -726,5 +726,5 @@ def test_four_writer_processes_lose_no_row(db_path):
             "GROUP BY source").fetchall()
         assert per_source == [(f"writer{n}", per_writer) for n in range(4)]
         sources = [row[0] for row in conn.execute("SELECT source FROM events ORDER BY id")]
-    switches = sum(a != b for a, b in zip(sources, sources[1:]))
+    switches = sum(a != b for a, b in itertools.pairwise(sources))
     assert switches > 4, "the writers really wrote at the same time"

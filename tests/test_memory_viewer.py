@@ -8,16 +8,16 @@ import os
 import signal
 import subprocess
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, script, wait_for
-from memory_bank import MemoryBank
-from memory_viewer import WIDTH, fit_table, local_time, parse_since, shorten
 
-NOW = datetime.now(timezone.utc)
+from evsim.bank import MemoryBank
+from evsim.viewer.main import WIDTH, fit_table, local_time, parse_since, shorten
+
+NOW = datetime.now(UTC)
 LONG_TEXT = "a description far too long for any terminal column " * 4
 ENV = {**os.environ, "TZ": "UTC", "PYTHONUNBUFFERED": "1"}
 
@@ -310,13 +310,13 @@ def test_menu_leaves_cleanly_on_ctrl_c(filled_db):
 ])
 def test_parse_since_durations_are_that_long_before_now(text, back):
     since = parse_since(text)
-    assert since.tzinfo == timezone.utc
-    assert abs(datetime.now(timezone.utc) - back - since) < timedelta(seconds=5)
+    assert since.tzinfo == UTC
+    assert abs(datetime.now(UTC) - back - since) < timedelta(seconds=5)
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("2024-05-01T12:00:00+02:00", datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)),
-    ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)),
+    ("2024-05-01T12:00:00+02:00", datetime(2024, 5, 1, 10, 0, tzinfo=UTC)),
+    ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, 0, tzinfo=UTC)),
 ])
 def test_parse_since_iso_times(text, expected):
     assert parse_since(text) == expected

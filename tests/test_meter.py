@@ -1,7 +1,7 @@
 """The energy register: integration in simulated time, and what it refuses to integrate."""
 import pytest
 
-from meter import EnergyMeter
+from evsim.cp.meter import EnergyMeter
 
 
 def test_integrates_amps_times_volts_over_simulated_seconds():

@@ -4,17 +4,22 @@ import json
 
 import jsonschema
 import pytest
-from ocpp.exceptions import (FormatViolationError, NotImplementedError, NotSupportedError,
-                             OCPPError, TypeConstraintViolationError)
+from conftest import wait_for
+from ocpp.exceptions import (
+    FormatViolationError,
+    NotImplementedError,
+    NotSupportedError,
+    OCPPError,
+    TypeConstraintViolationError,
+)
 from ocpp.messages import Call, CallError, CallResult, _validate_payload
 from ocpp.v16 import call
+from evsim.ocpp16.endpoint import BadCall, Malformed
+from ocpp_helpers import now_iso
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-import ocpp16
-from conftest import wait_for
-from ocpp16 import BadCall, Malformed
-from ocpp_helpers import now_iso
+from evsim.ocpp16 import endpoint as ocpp16
 
 
 @pytest.mark.parametrize("raw, reason", [

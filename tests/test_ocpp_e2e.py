@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import can
 import pytest
-
-import frames
 from conftest import free_port, port_open, script, start, stop, wait_for
-from memory_bank import MemoryBank
+
+from evsim.bank import MemoryBank
+from evsim.canbus import frames
 
 SPEED = "20"
 
@@ -179,7 +179,7 @@ def test_csms_restart_mid_transaction_loses_nothing(site):
                                      search='"MeterValues"')) >= 4, message="meter values")
     code, out = stop(first)
     assert code == 0, out
-    down_at = datetime.now(timezone.utc)
+    down_at = datetime.now(UTC)
 
     def queued_samples():
         with site.bank() as bank:

@@ -4,20 +4,20 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import can
 import numpy
 import pytest
+from conftest import free_port, port_open, script, start, stop, wait_for
 from PIL import Image
 
-import frames
-import plot_current
+from evsim.plot import main as plot_current
 from benchmarks.detector import charger_signal, seed_commands
-from conftest import free_port, port_open, script, start, stop, wait_for
-from memory_bank import MemoryBank
-from plot_current import History, LiveView
+from evsim.bank import MemoryBank
+from evsim.canbus import frames
+from evsim.plot.main import History, LiveView
 
 SPEED = 10.0
 
@@ -165,7 +165,7 @@ CP, TX = "CP_7", 42
 @pytest.fixture
 def filled_db(db_path):
     """A session of the seed's fluctuation, its anomaly, and another charge point's session."""
-    begin = datetime.now(timezone.utc) - timedelta(minutes=10)
+    begin = datetime.now(UTC) - timedelta(minutes=10)
     samples = charger_signal(seed_commands(4), 32)
     with MemoryBank(db_path) as bank:
         bank.start_session(CP, TX, start_time=begin, meter_start_wh=0)
@@ -198,7 +198,7 @@ def test_from_db_chart_holds_the_session_and_its_anomaly(filled_db):
                                                    "--cp", CP])
     with MemoryBank(filled_db, readonly=True) as bank:
         chart = plot_current.past_chart(bank, args)
-    [(name, xs, amps)] = chart.series
+    [(name, _xs, amps)] = chart.series
     assert name == CP and len(amps) == 33 and max(amps) == pytest.approx(36.0)
     assert [severity for _, severity in chart.markers] == ["MEDIUM"]
     assert chart.alarm.startswith("1 ANOMALY") and "MEDIUM" in chart.history[1]
@@ -241,7 +241,7 @@ def test_live_view_keeps_the_window_and_raises_the_alarm_on_the_seed_shape():
     view = LiveView(window_s=30)
     for t, amps in charger_signal(seed_commands(3), 24):
         view.add(t, amps)
-    stamp = datetime.now(timezone.utc).isoformat()
+    stamp = datetime.now(UTC).isoformat()
     history = History.of([{"timestamp": stamp, "severity": "HIGH", "charge_point_id": "CP_1"}])
     chart = view.chart(24.0, history, to_x=lambda _: 20.0)
     [(_, xs, amps)] = chart.series
@@ -256,7 +256,7 @@ def test_live_view_keeps_the_window_and_raises_the_alarm_on_the_seed_shape():
 
 
 def test_history_reads_a_count_the_latest_few_and_those_in_the_window(db_path):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with MemoryBank(db_path) as bank:
         for minute in range(40):
             bank.record_anomaly("CURRENT_FLUCTUATION", "LOW", f"old {minute}",

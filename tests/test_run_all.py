@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, free_port, port_open, wait_for
 
 RUN_ALL = str(ROOT / "run_all.sh")
@@ -135,8 +134,8 @@ def test_ctrl_c_stops_every_process_in_order_and_closes_the_session(tmp_path):
                             start_new_session=True)
     try:
         db = tmp_path / "ev_charging_memory.db"
-        wait_for(lambda: (tmp_path / ".run" / "run_all.pid").exists() and db.exists()
-                 and rows(db, "SELECT COUNT(*) FROM sessions")[0][0] == 1
+        wait_for(lambda: ((tmp_path / ".run" / "run_all.pid").exists() and db.exists()
+                 and rows(db, "SELECT COUNT(*) FROM sessions")[0][0] == 1)
                  or site.poll() is not None, timeout=90, message="a running session")
         os.killpg(site.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         output, _ = site.communicate(timeout=60)

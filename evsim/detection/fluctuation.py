@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 ANOMALY_TYPE = "CURRENT_FLUCTUATION"
 PATTERN_PREFIX = "current_fluctuation"

@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import can
 from can_remote.websocket import WebsocketClosed

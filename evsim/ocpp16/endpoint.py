@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from jsonschema.exceptions import ValidationError as SchemaValidationError
-from ocpp.exceptions import (FormatViolationError, FormationViolationError, NotImplementedError,
-                             NotSupportedError, OccurenceConstraintViolationError, OCPPError,
-                             PropertyConstraintViolationError)
+from ocpp.exceptions import (
+    FormationViolationError,
+    FormatViolationError,
+    NotImplementedError,
+    NotSupportedError,
+    OccurenceConstraintViolationError,
+    OCPPError,
+    PropertyConstraintViolationError,
+)
 from ocpp.messages import Call, CallError, CallResult
 from ocpp.v16 import ChargePoint
 from ocpp.v16.enums import Action

@@ -6,9 +6,11 @@ in simulated seconds (wall seconds x speed) like every other wait of the simulat
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from datetime import UTC, datetime
+from typing import Any, Optional
 
 from ocpp.charge_point import camel_to_snake_case
 
@@ -27,12 +29,12 @@ class ProfileError(ValueError):
 
 def iso(moment: datetime) -> str:
     """An OCPP date-time: UTC, milliseconds, 'Z'."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def build(profile_id: int, limit: float, *, purpose: str = "TxDefaultProfile",
@@ -137,7 +139,7 @@ def _check(profile: ChargingProfile) -> None:
     elif profile.periods[0].start_s != 0:
         problems.append("the first schedule period must start at 0")
     starts = [p.start_s for p in profile.periods]
-    if any(b <= a for a, b in zip(starts, starts[1:])):
+    if any(b <= a for a, b in itertools.pairwise(starts)):
         problems.append("schedule periods must start in increasing order")
     if any(p.limit < 0 for p in profile.periods):
         problems.append("a limit is negative")

@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Awaitable, Callable, Coroutine, Optional, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Optional
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-8s %(levelname)-7s %(message)s"
 
@@ -87,14 +88,14 @@ def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argpar
                         help="time scale: every period and wait is divided by F "
                              "(default: $EV_SIM_SPEED or 1)")
     if can_bus:
-        import canbus
+        from evsim.canbus import bus as canbus
         canbus.add_arguments(parser)
     return parser
 
 
 def can_config(args: argparse.Namespace) -> dict:
     """The bus chosen by --can-interface/--can-channel or python-can's configuration."""
-    import canbus
+    from evsim.canbus import bus as canbus
     try:
         return canbus.bus_config(args.can_interface, args.can_channel)
     except ValueError as exc:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
-from memory_bank import MemoryBank, MemoryBankError, utc_now
+from evsim.bank import MemoryBank, MemoryBankError, utc_now
 
 log = logging.getLogger("bank")
 
