@@ -74,8 +74,10 @@ def log_level(text: str) -> str:
     return level
 
 
-def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argparse.ArgumentParser:
-    """A parser with --log-level, --db, --speed and, for CAN nodes, --can-interface/--can-channel."""
+def make_parser(prog: str, description: str, *, can_bus: bool = False,
+                speed: bool = True) -> argparse.ArgumentParser:
+    """A parser with --log-level, --db, --speed (for processes that keep time) and, for CAN
+    nodes, --can-interface/--can-channel."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--log-level", default=os.environ.get("EV_SIM_LOG_LEVEL", "INFO"),
                         type=log_level, metavar="LEVEL",
@@ -83,10 +85,11 @@ def make_parser(prog: str, description: str, *, can_bus: bool = False) -> argpar
                              "(default: $EV_SIM_LOG_LEVEL or INFO)")
     parser.add_argument("--db", default=None, metavar="PATH",
                         help="MemoryBank SQLite file (default: $EV_SIM_DB or ev_charging_memory.db)")
-    parser.add_argument("--speed", type=positive_float, metavar="F",
-                        default=os.environ.get("EV_SIM_SPEED", "1"),
-                        help="time scale: every period and wait is divided by F "
-                             "(default: $EV_SIM_SPEED or 1)")
+    if speed:
+        parser.add_argument("--speed", type=positive_float, metavar="F",
+                            default=os.environ.get("EV_SIM_SPEED", "1"),
+                            help="time scale: every period and wait is divided by F "
+                                 "(default: $EV_SIM_SPEED or 1)")
     if can_bus:
         from evsim.canbus import bus as canbus
         canbus.add_arguments(parser)

@@ -1,0 +1,20 @@
+"""Names and figures more than one part of the site relies on, defined once."""
+from __future__ import annotations
+
+#: Anomaly severities, mildest first.
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+#: The one connector of a simulated charge point.
+CONNECTOR_ID = 1
+#: Seconds either OCPP side waits for a CALLRESULT before it counts the CALL as failed.
+RESPONSE_TIMEOUT_S = 10.0
+#: The central system's default OCPP port.
+DEFAULT_CSMS_PORT = 9000
+DEFAULT_CSMS_URL = f"ws://127.0.0.1:{DEFAULT_CSMS_PORT}"
+#: The source whose samples count when the charge point and the central system both recorded
+#: them (ARCHITECTURE.md, "Who records what").
+RECORDER = "csms"
+#: The charger's 0x300 period without --period, and how many silent ones mean it is gone.
+CHARGER_PERIOD_S = 1.0
+SILENT_PERIODS = 3
+#: The process names used as ``source`` in the MemoryBank.
+SOURCES = ("csms", "cp", "charger")
