@@ -22,7 +22,8 @@ from websockets.asyncio.server import serve
 from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.canbus import frames
-from evsim.cp.main import Backoff, Configuration, endpoint_url
+from evsim.cp.config import Configuration
+from evsim.cp.connection import Backoff, endpoint_url
 from evsim.ocpp16 import profiles as charging_profiles
 
 SPEED = 20.0

@@ -5,8 +5,6 @@ Wh as ``--speed 1``.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 
 class EnergyMeter:
     """A cumulative Wh register fed with (simulated seconds, amps) samples.
@@ -17,14 +15,14 @@ class EnergyMeter:
     """
 
     def __init__(self, voltage: float, energy_wh: float = 0.0,
-                 max_gap_s: Optional[float] = None) -> None:
+                 max_gap_s: float | None = None) -> None:
         if not voltage > 0:
             raise ValueError(f"voltage must be positive, got {voltage}")
         self.voltage = voltage
         self.energy_wh = energy_wh
         self.max_gap_s = max_gap_s
-        self.amps: Optional[float] = None
-        self._last_t: Optional[float] = None
+        self.amps: float | None = None
+        self._last_t: float | None = None
 
     def update(self, t: float, amps: float) -> float:
         """Take a sample at simulated time ``t`` (s); returns the register (Wh)."""
@@ -36,10 +34,6 @@ class EnergyMeter:
             self._last_t = t
         self.amps = amps
         return self.energy_wh
-
-    @property
-    def power_w(self) -> float:
-        return (self.amps or 0.0) * self.voltage
 
     @property
     def register_wh(self) -> int:

@@ -1,0 +1,150 @@
+"""The CALLs a charge point owes its central system, sent one at a time in order.
+
+Transaction messages (StartTransaction, StopTransaction and MeterValues of a transaction) are
+stored before they are queued and deleted once answered, so they survive a lost connection and a
+restart of cp.py (OCPP 1.6 §3.7). A CALLERROR or no answer to one is retried after
+TransactionMessageRetryInterval x attempts, up to TransactionMessageAttempts (§3.7.1). Other
+messages are only worth sending now: going offline drops them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ocpp.exceptions import OCPPError
+from ocpp.v16 import call
+
+from evsim.cp.config import Configuration
+from evsim.cp.store import StateStore
+
+log = logging.getLogger("cp")
+
+
+class Caller(Protocol):
+    async def call(self, payload: Any, suppress: bool = ...) -> Any: ...
+
+
+class Sleeper(Protocol):
+    async def sleep(self, sim_seconds: float) -> None: ...
+
+
+@dataclass
+class Message:
+    """One CALL as data: ``payload`` holds the ocpp library's keyword names. A message of a
+    transaction names it by ``tx_ref`` and gets its transactionId when it is sent, so one queued
+    before the StartTransaction was answered carries the id given in the meantime."""
+
+    action: str
+    payload: dict[str, Any]
+    tx_ref: int | None = None
+    stored_id: int | None = None
+    attempts: int = 0
+
+    @property
+    def transactional(self) -> bool:
+        return self.stored_id is not None
+
+
+class Outbox:
+    """The queue and its delivery over one connection at a time.
+
+    ``transaction_id(ref)`` gives the central system's id of a transaction (None: not known, and
+    the messages that need it are dropped); ``answered(message, result)`` gets each CALLRESULT.
+    """
+
+    def __init__(self, charge_point_id: str, store: StateStore, config: Configuration,
+                 clock: Sleeper, transaction_id: Callable[[int], int | None],
+                 answered: Callable[[Message, Any], None]) -> None:
+        self.charge_point_id = charge_point_id
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.transaction_id = transaction_id
+        self.answered = answered
+        self.queue: deque[Message] = deque()
+        self._changed = asyncio.Event()
+        self._emptied = asyncio.Event()
+        self._emptied.set()
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def put(self, message: Message) -> None:
+        self.queue.append(message)
+        self._changed.set()
+        self._emptied.clear()
+
+    async def empty(self) -> None:
+        """Return once every queued message is delivered or given up on."""
+        await self._emptied.wait()
+
+    def restore(self) -> int:
+        """Queue the stored messages of an earlier run, in their order; returns how many."""
+        stored = self.store.messages(self.charge_point_id)
+        for row in stored:
+            self.put(Message(row.action, row.payload, row.tx_ref, row.id, row.attempts))
+        return len(stored)
+
+    def went_offline(self) -> None:
+        """Keep the transaction messages; the rest is stale once the connection is back."""
+        self.queue = deque(message for message in self.queue if message.transactional)
+        if not self.queue:
+            self._emptied.set()
+
+    def request(self, message: Message) -> Any:
+        """The ocpp library's request for ``message``; None when its transaction has no id."""
+        payload = dict(message.payload)
+        if message.tx_ref is not None and message.action != "StartTransaction":
+            transaction_id = self.transaction_id(message.tx_ref)
+            if transaction_id is None:
+                return None
+            payload["transaction_id"] = transaction_id
+        return getattr(call, message.action)(**payload)
+
+    async def deliver(self, caller: Caller) -> None:
+        """Send the queue in order, forever. A lost connection raises and keeps the message at
+        the head for the next one."""
+        while True:
+            while not self.queue:
+                self._changed.clear()
+                await self._changed.wait()
+            message = self.queue[0]
+            request = self.request(message)
+            if request is None:
+                log.warning("%s dropped: its transaction was never given an id", message.action)
+                self._finish(message)
+                continue
+            try:
+                result = await caller.call(request, suppress=False)
+            except (TimeoutError, OCPPError) as exc:
+                await self._failed(message, exc)
+                continue
+            self._finish(message)
+            self.answered(message, result)
+
+    async def _failed(self, message: Message, exc: BaseException) -> None:
+        message.attempts += 1
+        reason = str(exc).strip() or type(exc).__name__
+        if message.transactional and message.attempts < self.config["TransactionMessageAttempts"]:
+            self.store.attempted(message.stored_id, message.attempts)
+            delay = self.config["TransactionMessageRetryInterval"] * message.attempts
+            log.warning("%s failed (%s); attempt %d in %g s", message.action, reason,
+                        message.attempts + 1, delay)
+            await self.clock.sleep(delay)
+            return
+        log.error("%s failed (%s); dropped after %d attempt(s)", message.action, reason,
+                  message.attempts)
+        self._finish(message)
+        self.answered(message, None)
+
+    def _finish(self, message: Message) -> None:
+        if self.queue and self.queue[0] is message:
+            self.queue.popleft()
+        if not self.queue:
+            self._emptied.set()
+        if message.stored_id is not None:
+            self.store.done(message.stored_id)

@@ -1,0 +1,258 @@
+"""The charge point in process: a fake clock, a fake CAN link and a scripted central system, so
+every branch runs without sockets or sleeps, and the same way on a loaded machine."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cp_fakes import FakeCentral, FakeLink, FakeRecorder
+from ocpp.exceptions import InternalError
+from ocpp.v16 import call_result
+
+from evsim.canbus import frames
+from evsim.clock import FakeClock
+from evsim.cp.connection import online
+from evsim.cp.station import Station
+from evsim.cp.store import StateStore
+
+CURRENT = frames.Frame(frames.MEASURED_CURRENT, "MeasuredCurrent", 16.0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store() -> StateStore:
+    return StateStore(":memory:")
+
+
+def station_on(store: StateStore, clock: FakeClock, link: FakeLink | None = None) -> Station:
+    return Station("CP_T", store, clock, writer=FakeRecorder(), link=link or FakeLink())
+
+
+class Running:
+    """The station's connection and periodic tasks, cancelled at the end of a test."""
+
+    def __init__(self, station: Station, central: FakeCentral | None = None,
+                 watchdog: bool = True) -> None:
+        self.tasks = [asyncio.create_task(station.run_meter())]
+        if watchdog:
+            self.tasks.append(asyncio.create_task(station.run_watchdog()))
+        if central is not None:
+            self.tasks.append(asyncio.create_task(online(station, central)))
+
+    async def __aenter__(self) -> Running:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def charge(station: Station, clock: FakeClock, seconds: int, amps: float = 16.0) -> None:
+    """The charger publishing ``amps`` once a second for ``seconds``."""
+    for _ in range(seconds):
+        station.on_can_frame(frames.Frame(frames.MEASURED_CURRENT, "MeasuredCurrent", amps))
+        await clock.advance(1)
+
+
+def transaction_ids(central: FakeCentral, action: str) -> list:
+    return [request.transaction_id for request in central.of(action)]
+
+
+async def test_boot_rejected_is_sent_again_after_the_interval(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    central.answers["BootNotification"] = lambda request: call_result.BootNotification(
+        current_time="2026-01-01T00:00:00Z", interval=30,
+        status="Rejected" if len(central.of("BootNotification")) == 1 else "Accepted")
+    async with Running(station, central, watchdog=False):
+        await clock.advance(0)
+        assert len(central.of("BootNotification")) == 1 and not station.booted
+        await clock.advance(29)
+        assert len(central.of("BootNotification")) == 1
+        await clock.advance(1)
+        assert station.booted and station.config["HeartbeatInterval"] == 30
+        assert central.statuses() == ["Available"]
+        await clock.advance(30)
+        assert len(central.of("Heartbeat")) == 1
+
+
+async def test_remote_start_charges_and_meter_values_name_the_transaction(store, clock):
+    link = FakeLink()
+    station, central = station_on(store, clock, link), FakeCentral()
+    async with Running(station, central):
+        await clock.advance(0)
+        assert station.remote_start("TAG", 2, None) == "Rejected"
+        assert station.remote_start("TAG", 1, None) == "Accepted"
+        await clock.advance(0)
+        assert station.remote_start("TAG", 1, None) == "Rejected"
+        assert central.statuses() == ["Available", "Preparing", "Charging"]
+        assert link.frames == [(frames.SET_LIMIT, 32.0), (frames.START, None)]
+        start = central.of("StartTransaction")[0]
+        assert (start.id_tag, start.connector_id, start.meter_start) == ("TAG", 1, 0)
+        await charge(station, clock, 10)
+        assert set(transaction_ids(central, "MeterValues")) == {100}
+        assert station.remote_stop(99) == "Rejected"
+        assert station.remote_stop(100) == "Accepted"
+        await clock.advance(0)
+    stop = central.of("StopTransaction")[0]
+    assert (stop.transaction_id, stop.reason, stop.id_tag) == (100, "Remote", "TAG")
+    assert stop.meter_stop == int(16 * 230 * 9 / 3600)  # 9 intervals of 1 s at 16 A
+    assert central.statuses()[-2:] == ["Finishing", "Available"]
+    assert link.frames == [(frames.SET_LIMIT, 32.0), (frames.START, None), (frames.STOP, None)]
+    assert store.messages("CP_T") == [] and store.transactions("CP_T") == []
+
+
+async def test_an_id_tag_not_accepted_stops_the_transaction_deauthorized(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    central.answers["StartTransaction"] = lambda request: call_result.StartTransaction(
+        transaction_id=7, id_tag_info={"status": "Invalid"})
+    async with Running(station, central):
+        await clock.advance(0)
+        station.remote_start("BAD", None, None)
+        await clock.advance(0)
+    assert [(r.transaction_id, r.reason) for r in central.of("StopTransaction")] == \
+        [(7, "DeAuthorized")]
+    assert station.transaction is None and central.statuses()[-1] == "Available"
+
+
+async def test_a_failing_transaction_message_is_retried_then_dropped(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    attempts: list[float] = []
+
+    def fail(request):
+        attempts.append(clock.sim())
+        raise InternalError(description="down for maintenance")
+    central.answers["StopTransaction"] = fail
+    async with Running(station, central, watchdog=False):
+        await clock.advance(0)
+        station.remote_start("TAG", 1, None)
+        await clock.advance(0)
+        station.local_stop()
+        await clock.advance(0)
+        start = attempts[0]
+        await clock.advance(100)
+    # TransactionMessageRetryInterval 10 x attempt, TransactionMessageAttempts 3
+    assert [t - start for t in attempts] == [0, 10, 30]
+    assert store.messages("CP_T") == [] and station.transactions == {}
+    assert central.statuses()[-1] == "Available"
+
+
+async def test_going_offline_keeps_only_transaction_messages(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    station.connected = True
+    station.report_status(always=True)
+    station.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    station.outbox.went_offline()
+    assert [m.action for m in station.outbox.queue] == ["StartTransaction"]
+    station.connected = False
+    await charge(station, clock, 3)
+    station.sample()
+    assert [m.action for m in station.outbox.queue] == ["StartTransaction", "MeterValues"]
+    async with Running(station, central):
+        await clock.advance(0)
+    assert transaction_ids(central, "MeterValues") == [100]  # given after it was queued
+
+
+async def test_a_restart_delivers_what_was_queued_and_closes_the_open_transaction(tmp_path,
+                                                                                   clock):
+    path = tmp_path / "state.db"
+    first = station_on(StateStore(path), clock)
+    first.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    await charge(first, clock, 5)
+    first.sample()
+    register = first.meter.energy_wh
+    del first  # kill -9: nothing more happens
+
+    station, central = station_on(StateStore(path), clock), FakeCentral()
+    assert station.meter.energy_wh == register
+    station.recover()
+    assert [m.action for m in station.outbox.queue] == \
+        ["StartTransaction", "MeterValues", "StopTransaction"]
+    async with Running(station, central):
+        await clock.advance(0)
+    stop = central.of("StopTransaction")[0]
+    assert (stop.transaction_id, stop.reason, stop.meter_stop) == (100, "PowerLoss", int(register))
+    assert transaction_ids(central, "MeterValues")[0] == 100
+    assert station.store.messages("CP_T") == [] and station.store.transactions("CP_T") == []
+    assert station.transaction is None and central.statuses() == ["Available"]
+
+
+async def test_configuration_and_register_survive_a_restart(tmp_path, clock):
+    path = tmp_path / "state.db"
+    first = station_on(StateStore(path), clock)
+    assert first.change_configuration("MeterValueSampleInterval", "5") == "Accepted"
+    assert first.change_configuration("HeartbeatInterval", "-1") == "Rejected"
+    await charge(first, clock, 3)
+    first.connected = True
+    first.sample()
+    again = station_on(StateStore(path), clock)
+    assert again.config["MeterValueSampleInterval"] == 5
+    assert again.meter.energy_wh == first.meter.energy_wh > 0
+
+
+async def test_a_silent_charger_faults_the_connector_until_it_publishes_again(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    async with Running(station, central):
+        await clock.advance(0)
+        station.remote_start("TAG", 1, None)
+        await charge(station, clock, 2)
+        await clock.advance(4)  # three 1 s periods and a little
+        faulted = central.of("StatusNotification")[-1]
+        assert (faulted.status, faulted.error_code) == ("Faulted", "OtherError")
+        samples = len(central.of("MeterValues"))
+        await clock.advance(5)
+        assert len(central.of("MeterValues")) == samples  # nothing measured, nothing sent
+        await charge(station, clock, 1)
+    assert central.statuses()[-2:] == ["Faulted", "Charging"]
+
+
+async def test_a_reopened_bus_gets_the_whole_desired_state(store, clock):
+    link = FakeLink()
+    station = station_on(store, clock, link)
+    station.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    link.frames.clear()
+    station.on_bus_up()
+    await clock.advance(0)
+    assert link.frames == [(frames.SET_LIMIT, 32.0), (frames.START, None)]
+
+
+async def test_no_limit_is_sent_while_the_bus_is_down_and_one_is_sent_once_it_is_up(store,
+                                                                                     clock):
+    link = FakeLink(up=False)
+    station = station_on(store, clock, link)
+    await station.watch_charger()
+    assert link.frames == []
+    link.up = True
+    await station.watch_charger()
+    await station.watch_charger()
+    assert link.frames == [(frames.SET_LIMIT, 32.0)]
+
+
+async def test_sample_interval_0_stops_sampled_meter_values(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    async with Running(station, central):
+        await clock.advance(0)
+        station.change_configuration("MeterValueSampleInterval", "0")
+        await charge(station, clock, 5)
+        assert central.of("MeterValues") == []
+        station.change_configuration("MeterValueSampleInterval", "2")
+        await charge(station, clock, 6)
+    assert 2 <= len(central.of("MeterValues")) <= 3
+
+
+async def test_shutting_down_stops_the_transaction_and_delivers_it(store, clock):
+    station, central = station_on(store, clock), FakeCentral()
+    async with Running(station, central):
+        await clock.advance(0)
+        station.remote_start("TAG", 1, None)
+        await clock.advance(0)
+        await station.shut_down(timeout=5)
+    assert [r.reason for r in central.of("StopTransaction")] == ["Other"]
+    assert store.messages("CP_T") == []
