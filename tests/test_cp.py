@@ -1,5 +1,6 @@
 """cp.py (a real subprocess) against a central system written in the test with the ocpp library
-only, and a CAN charger played by the test on a real python-can-remote bus."""
+only, and a CAN charger played by the test on a real python-can-remote bus. The branches of its
+logic are tested in process, on a fake clock, in test_cp_units.py."""
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,13 @@ SPEED = 20.0
 
 
 class PlayedCharger:
-    """Plays the charger on the bus: publishes 0x300 every period while told to, records the
-    frames the charge point sends."""
+    """Plays the charger on the bus: publishes 0x300 every period, records the frames the
+    charge point sends."""
 
     def __init__(self, channel: str, period: float = 1.0 / SPEED) -> None:
         self.bus = can.Bus(interface="remote", channel=channel)
         self.period = period
         self.amps = 0.0
-        self.publishing = threading.Event()
-        self.publishing.set()
         self.received: list[frames.Frame] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -53,8 +52,7 @@ class PlayedCharger:
                 if frame is not None and frame.arbitration_id != frames.MEASURED_CURRENT:
                     self.received.append(frame)
             if time.monotonic() >= next_tick:
-                if self.publishing.is_set():
-                    self.bus.send(frames.measured_current(self.amps))
+                self.bus.send(frames.measured_current(self.amps))
                 next_tick += self.period
 
     def sent(self) -> list[tuple[int, float | None]]:
@@ -137,6 +135,12 @@ def statuses(log):
     return [p["status"] for action, p in log if action == "StatusNotification"]
 
 
+def in_order(seen: list, *expected) -> bool:
+    """``expected`` occurs in ``seen`` in this order (a loaded machine may add statuses)."""
+    rest = iter(seen)
+    return all(any(item == wanted for item in rest) for wanted in expected)
+
+
 def of(log, action):
     return [p for a, p in log if a == action]
 
@@ -154,7 +158,7 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--id", "CP_T",
                                 "--speed", str(SPEED), "--db", str(db_path),
                                 "--can-interface", "remote", "--can-channel", bus_server))
-            await until(lambda: statuses(log) == ["Available"], message="boot and Available")
+            await until(lambda: "Available" in statuses(log), message="boot and Available")
             central = centrals[0]
             assert of(log, "BootNotification")[0]["charge_point_model"]
             await until(lambda: (frames.SET_LIMIT, 32.0) in charger.sent(),
@@ -207,13 +211,6 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             assert values["Power.Active.Import"]["value"] == "3680.0"
             assert values["Energy.Active.Import.Register"]["unit"] == "Wh"
 
-            charger.publishing.clear()
-            await until(lambda: "Faulted" in statuses(log), message="Faulted")
-            faulted = next(p for p in of(log, "StatusNotification") if p["status"] == "Faulted")
-            assert faulted["error_code"] == "OtherError"
-            charger.publishing.set()
-            await until(lambda: statuses(log)[-1] == "Charging", message="back to Charging")
-
             def energy_wh():
                 registers = [float(v["value"]) for p in of(log, "MeterValues")
                              for v in p["meter_value"][0]["sampled_value"]
@@ -233,9 +230,8 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             assert stops[0] == stops[1]
             assert (stops[0]["transaction_id"], stops[0]["reason"]) == (42, "Remote")
             assert stops[0]["meter_stop"] > start_req["meter_start"]
-            await until(lambda: statuses(log)[-1] == "Available", message="Available")
-            assert statuses(log) == ["Available", "Preparing", "Charging", "Faulted", "Charging",
-                                     "Finishing", "Available"]
+            await until(lambda: in_order(statuses(log), "Available", "Preparing", "Charging",
+                                         "Finishing", "Available"), message="a whole cycle")
 
             assert (await central.call(call.ClearChargingProfile())).status == "Accepted"
             await until(lambda: charger.sent()[-1] == (frames.SET_LIMIT, 32.0),
@@ -357,7 +353,7 @@ async def test_stopping_the_charge_point_ends_its_transaction_first(bus_server, 
             port = server.sockets[0].getsockname()[1]
             proc = start(script("cp.py", "--url", f"ws://127.0.0.1:{port}", "--speed", str(SPEED),
                                 "--db", str(db_path), "--can-channel", bus_server))
-            await until(lambda: statuses(log) == ["Available"], message="boot")
+            await until(lambda: "Available" in statuses(log), message="boot")
             result = await centrals[0].call(call.RemoteStartTransaction(id_tag="T"))
             assert result.status == "Accepted"
             await until(lambda: of(log, "StartTransaction"), message="StartTransaction")
@@ -394,31 +390,6 @@ async def run_cp_with_fast_heartbeats(db_path, can_channel):
 async def heartbeats(log, count):
     seen = len(of(log, "Heartbeat"))
     await until(lambda: len(of(log, "Heartbeat")) >= seen + count, message=f"{count} heartbeats")
-
-
-async def test_sample_interval_0_stops_meter_values_until_it_is_set_again(bus_server, db_path):
-    charger = await asyncio.to_thread(PlayedCharger, bus_server)
-    server, proc, log, centrals = await run_cp_with_fast_heartbeats(db_path, bus_server)
-    try:
-        await until(lambda: of(log, "MeterValues"), message="sampled data")
-        result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
-                                                                 value="0"))
-        assert result.status == "Accepted"
-        sampled = len(of(log, "MeterValues"))
-        await heartbeats(log, 10)
-        assert len(of(log, "MeterValues")) <= sampled + 1  # one may have been on its way
-        sampled = len(of(log, "MeterValues"))
-        result = await centrals[0].call(call.ChangeConfiguration(key="MeterValueSampleInterval",
-                                                                 value="1"))
-        assert result.status == "Accepted"
-        await until(lambda: len(of(log, "MeterValues")) > sampled, message="sampling again")
-        code, out = await asyncio.to_thread(stop, proc)
-        assert code == 0 and "Traceback" not in out, out
-    finally:
-        if proc.poll() is None:
-            stop(proc)
-        server.close()
-        await asyncio.to_thread(charger.close)
 
 
 async def test_no_limit_is_sent_while_the_bus_is_down(db_path):
