@@ -26,7 +26,7 @@ Where the processes run (default: the first that this machine has):
 Options:
   --duration S        stop everything after S seconds (wall clock) and print a summary
   --speed F           time scale for every process (default: \$EV_SIM_SPEED or 1)
-  --scenario NAME     fluctuation (default), normal or none
+  --scenario NAME     a name from csms.py --list-scenarios (default: fluctuation)
   --cycles N          scenario cycles, 0 = forever (default: 0)
   --db PATH           the MemoryBank file (default: \$EV_SIM_DB or ev_charging_memory.db)
   --port N            the central system's port (default: 9000)
@@ -58,6 +58,14 @@ fi
 # --- arguments ------------------------------------------------------------------------------
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
 can_interface="" can_channel="" workdir="$ROOT" action=start
+scenario_checked=""
+check_scenario() {  # check_scenario PYTHON: the names are csms.py's; no venv yet: checked after it is made
+  local names
+  names=$("$1" "$ROOT/csms.py" --list-scenarios 2>/dev/null) || return 0
+  printf '%s\n' "$names" | grep -qxF -e "$scenario" ||
+    die_usage "--scenario is one of $(printf '%s' "$names" | tr '\n' ' ' | sed 's/ /, /g'), got '$scenario'"
+  scenario_checked=1
+}
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die_usage "$1 needs a value"; }
 is_number() { printf '%s' "$1" | grep -Eq '^[0-9]*[.]?[0-9]+$' && awk -v n="$1" 'BEGIN { exit !(n > 0) }'; }
 is_integer() { printf '%s' "$1" | grep -Eq '^[0-9]+$'; }
@@ -70,7 +78,7 @@ while [ $# -gt 0 ]; do
     --stop) action=stop ;;
     --duration) need_value "$@"; is_number "$2" || die_usage "--duration takes a positive number of seconds, got '$2'"; duration=$2; shift ;;
     --speed) need_value "$@"; is_number "$2" || die_usage "--speed takes a positive number, got '$2'"; speed=$2; shift ;;
-    --scenario) need_value "$@"; case "$2" in fluctuation|normal|none) ;; *) die_usage "--scenario is fluctuation, normal or none, got '$2'" ;; esac; scenario=$2; shift ;;
+    --scenario) need_value "$@"; scenario=$2; check_scenario "$ROOT/.venv/bin/python"; shift ;;
     --cycles) need_value "$@"; is_integer "$2" || die_usage "--cycles takes a whole number, got '$2'"; cycles=$2; shift ;;
     --db) need_value "$@"; case "$2" in /*) db=$2 ;; *) db="$PWD/$2" ;; esac; shift ;;
     --port) need_value "$@"; is_port "$2" || die_usage "--port takes a port number 1-65535, got '$2'"; port=$2; shift ;;
@@ -160,6 +168,7 @@ done
 
 . "$ROOT/bootstrap.sh" requirements.txt || exit 1
 PY="$ROOT/.venv/bin/python"
+[ -n "$scenario" ] && [ -z "$scenario_checked" ] && check_scenario "$PY"
 mkdir -p "$RUN" "$LOGS" "$PLOTS"
 rm -f "$RUN"/*.pid "$RUN/tmux" "$RUN/macos"
 

@@ -62,8 +62,11 @@ class FakeClock(Clock):
         return self._wall
 
     async def sleep(self, sim_seconds: float) -> None:
+        if sim_seconds <= 0:  # as asyncio.sleep(0): a turn of the loop, no wait for advance()
+            await asyncio.sleep(0)
+            return
         future = asyncio.get_running_loop().create_future()
-        deadline = self._wall + max(0.0, sim_seconds) / self.speed
+        deadline = self._wall + sim_seconds / self.speed
         heapq.heappush(self._sleepers, (deadline, next(self._order), future))
         await future
 

@@ -18,7 +18,7 @@ class PlainChargePoint(ChargePoint):
     reports the transactions it starts and stops."""
 
     def __init__(self, id: str, connection) -> None:
-        super().__init__(id, connection, response_timeout=5)
+        super().__init__(id, connection, response_timeout=30)
         self.requests: list[tuple[str, dict]] = []
         self.transaction_id = None
         self.stopped = asyncio.Event()

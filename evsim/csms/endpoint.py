@@ -1,0 +1,102 @@
+"""The central system's end of one charge point's OCPP 1.6 connection.
+
+As in the ``ocpp`` library's examples, the ``@on`` handlers only hand off: the central system
+(:class:`evsim.csms.server.CentralSystem`) decides and answers.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import websockets
+from ocpp.routing import after, on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+
+from evsim.constants import RESPONSE_TIMEOUT_S
+from evsim.csms.scenario import LinkClosed
+from evsim.ocpp16 import endpoint as ocpp16
+
+if TYPE_CHECKING:
+    from evsim.csms.registry import Station
+    from evsim.csms.server import CentralSystem
+
+
+class CsmsEndpoint(ocpp16.Endpoint):
+    """One connection: ``station`` is the charge point's record, ``booted`` whether this
+    connection has been accepted (by a BootNotification, or by any other CALL after a reconnect)."""
+
+    side = "csms"
+
+    def __init__(self, charge_point_id: str, connection: Any, system: CentralSystem,
+                 station: Station) -> None:
+        super().__init__(charge_point_id, connection, response_timeout=RESPONSE_TIMEOUT_S)
+        self.system = system
+        self.station = station
+        self.booted = False
+
+    async def close_connection(self) -> None:
+        await self._connection.close(1000, "replaced by a new connection")
+
+    def on_frame(self, record: dict[str, Any]) -> None:
+        self.system.frame(self, record)
+
+    def on_ignored(self, raw: Any, reason: str) -> None:
+        super().on_ignored(raw, reason)
+        self.system.frame_ignored(self, raw, reason)
+
+    @on(Action.boot_notification)
+    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
+                             **kwargs: Any) -> call_result.BootNotification:
+        return self.system.boot_notification(self)
+
+    @after(Action.boot_notification)
+    def after_boot_notification(self, **kwargs: Any) -> None:
+        self.system.start_scenario(self.station)
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self) -> call_result.Heartbeat:
+        return self.system.heartbeat()
+
+    @on(Action.status_notification)
+    def on_status_notification(self, connector_id: int, error_code: str, status: str,
+                               **kwargs: Any) -> call_result.StatusNotification:
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        return self.system.authorize(id_tag)
+
+    @on(Action.start_transaction)
+    def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
+                             timestamp: str, **kwargs: Any) -> call_result.StartTransaction:
+        return self.system.start_transaction(self, id_tag, meter_start, timestamp)
+
+    @on(Action.stop_transaction)
+    def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
+                            reason: Optional[str] = None,
+                            **kwargs: Any) -> call_result.StopTransaction:
+        return self.system.stop_transaction(self, transaction_id, meter_stop, timestamp, reason)
+
+    @on(Action.meter_values)
+    def on_meter_values(self, connector_id: int, meter_value: list,
+                        transaction_id: Optional[int] = None,
+                        **kwargs: Any) -> call_result.MeterValues:
+        return self.system.meter_values(self, meter_value, transaction_id)
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> call_result.DataTransfer:
+        return self.system.data_transfer(vendor_id)
+
+
+class ScenarioLink:
+    """An endpoint as the scenario runner sees it (scenario.Link): a CALLERROR raises, and a
+    closed connection is :class:`LinkClosed`."""
+
+    def __init__(self, endpoint: ocpp16.Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def call(self, request: Any) -> Any:
+        try:
+            return await self.endpoint.call(request, suppress=False)
+        except websockets.ConnectionClosed:
+            raise LinkClosed from None

@@ -1,0 +1,236 @@
+"""The central system: accepts charge points' WebSocket connections, answers their OCPP messages,
+drives the scenario on each, and records sessions, metrics and every frame.
+
+The charge point id is the last segment of the URL path; a second connection with the same id
+replaces the first (the first is closed). What crosses OCPP is recorded with source ``csms``
+(ARCHITECTURE.md, "Who records what").
+"""
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, Optional
+from urllib.parse import unquote
+
+import websockets
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as websockets_serve
+
+from evsim import cli
+from evsim.clock import Clock
+from evsim.csms.endpoint import CsmsEndpoint, ScenarioLink
+from evsim.csms.recording import CurrentAnalyser, Writer, new_detector, record_meter_values
+from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
+from evsim.csms.scenario import ScenarioRunner
+from evsim.ocpp16 import endpoint as ocpp16
+from evsim.timefmt import ocpp_time, parse_ocpp_time
+
+log = logging.getLogger("csms")
+
+STOP_REASON = "Local"  # OCPP 1.6: a StopTransaction without a reason means Local
+
+
+class CentralSystem:
+    """Every charge point's record, the scenario they run, and the answers to their messages.
+
+    ``writer`` records (a BankWriter, or a fake in tests); every time read goes through ``clock``.
+    """
+
+    def __init__(self, writer: Writer, supervisor: cli.Supervisor, clock: Clock, *,
+                 scenario: str = "fluctuation", cycles: int = 0, heartbeat_interval: int = 60,
+                 first_transaction_id: int = 1, detector_factory: Callable[[], Any] = new_detector,
+                 max_stations: int = MAX_STATIONS) -> None:
+        self.writer = writer
+        self.supervisor = supervisor
+        self.clock = clock
+        self.scenario = scenario
+        self.cycles = cycles
+        self.heartbeat_interval = heartbeat_interval
+        self.detector_factory = detector_factory
+        self.registry = Registry(self._new_station, first_transaction_id, max_stations)
+
+    def _new_station(self, charge_point_id: str) -> Station:
+        analyser = CurrentAnalyser(charge_point_id, self.writer, self.detector_factory(),
+                                   self.clock)
+        runner = None
+        if self.scenario != "none":
+            runner = ScenarioRunner(self.scenario, self.cycles, self.clock,
+                                    partial(self._report_step, charge_point_id))
+        return Station(charge_point_id, analyser, runner)
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def handle(self, connection: ServerConnection) -> None:
+        """One WebSocket connection: a charge point, from handshake to close."""
+        charge_point_id = unquote(connection.request.path.rstrip("/").rsplit("/", 1)[-1])
+        peer = "{}:{}".format(*connection.remote_address[:2])
+        if connection.subprotocol != ocpp16.SUBPROTOCOL:
+            log.warning("%s: closed a connection without the ocpp1.6 subprotocol", peer)
+            await connection.close(1002, "the ocpp1.6 subprotocol is required")
+            return
+        if not charge_point_id:
+            log.warning("%s: closed a connection without a charge point id in its URL", peer)
+            await connection.close(1008, "the URL must end with the charge point id")
+            return
+        station = self.registry.station(charge_point_id)
+        endpoint = CsmsEndpoint(charge_point_id, connection, self, station)
+        previous = self.registry.connect(station, endpoint)
+        if previous is not None:
+            log.warning("%s: connected again; closing its previous connection", charge_point_id)
+            self.stop_scenario(station)
+            # in the background: a peer that is gone would hold the close handshake for seconds
+            self.supervisor.start(_close_quietly(previous), f"close old {charge_point_id}")
+        log.info("%s: connected from %s", charge_point_id, peer)
+        self.event("CONNECTED", f"{charge_point_id} connected from {peer}", {"peer": peer},
+                   charge_point_id)
+        try:
+            await endpoint.start()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self.registry.disconnect(station, endpoint):
+                self.stop_scenario(station)
+            log.info("%s: disconnected", charge_point_id)
+            self.event("DISCONNECTED", f"{charge_point_id} disconnected", None, charge_point_id)
+
+    def start_scenario(self, station: Station) -> None:
+        """Drive the scenario on the charge point's connection, from the first step not done."""
+        if station.runner is None or station.link is None:
+            return
+        if station.scenario_task is None or station.scenario_task.done():
+            run = station.runner.run(ScenarioLink(station.link), lambda: station.transaction_id)
+            station.scenario_task = self.supervisor.start(run, f"scenario of {station.id}")
+
+    def stop_scenario(self, station: Station) -> None:
+        if station.scenario_task is not None:
+            station.scenario_task.cancel()
+            station.scenario_task = None
+
+    def shutdown(self) -> None:
+        """Stop every scenario and end every open episode."""
+        for station in self.registry:
+            self.stop_scenario(station)
+            station.analyser.close()
+
+    def _report_step(self, charge_point_id: str, description: str, data: dict) -> None:
+        log.info("%s: scenario %s: %s", charge_point_id, self.scenario, description)
+        self.event("SCENARIO_STEP", description, {"scenario": self.scenario, **data},
+                   charge_point_id)
+
+    def event(self, event_type: str, description: str, data: Any = None,
+              charge_point_id: Optional[str] = None) -> None:
+        self.writer.event(event_type, description, data, charge_point_id)
+
+    # -- what an endpoint hands off ---------------------------------------------------------------
+
+    def frame(self, endpoint: CsmsEndpoint, record: dict[str, Any]) -> None:
+        """Every frame both ways is logged and recorded; a CALL other than BootNotification on a
+        connection not booted yet is a charge point that reconnected, accepted before."""
+        received = record["direction"] == "received"
+        action = record["action"] or "?"
+        description = f"{'cp->csms' if received else 'csms->cp'} {record['message_type']} {action}"
+        log.info("%s: %s %s", endpoint.id, description, ocpp16.compact(record["payload"]))
+        self.event("OCPP_MESSAGE", description, record, endpoint.id)
+        if (received and record["message_type"] == "CALL"
+                and action != Action.boot_notification and not endpoint.booted):
+            endpoint.booted = True
+            self.start_scenario(endpoint.station)
+
+    def frame_ignored(self, endpoint: CsmsEndpoint, raw: Any, reason: str) -> None:
+        self.event("OCPP_FRAME_IGNORED", f"cp->csms frame ignored: {reason}",
+                   {"frame": str(raw)[:1000], "reason": reason}, endpoint.id)
+
+    def boot_notification(self, endpoint: CsmsEndpoint) -> call_result.BootNotification:
+        endpoint.booted = True  # the scenario starts once the answer is sent
+        return call_result.BootNotification(current_time=ocpp_time(self.clock.now()),
+                                            interval=self.heartbeat_interval,
+                                            status=RegistrationStatus.accepted)
+
+    def heartbeat(self) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=ocpp_time(self.clock.now()))
+
+    def authorize(self, id_tag: str) -> call_result.Authorize:
+        return call_result.Authorize(id_tag_info={"status": AuthorizationStatus.accepted})
+
+    def data_transfer(self, vendor_id: str) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
+
+    def start_transaction(self, endpoint: CsmsEndpoint, id_tag: str, meter_start: int,
+                          timestamp: str) -> call_result.StartTransaction:
+        """A new transaction id, and its session opened."""
+        charge_point_id = endpoint.id
+        transaction_id = self.registry.start_transaction(endpoint.station)
+        start = self._time_or_now(timestamp)
+        self.writer.call(lambda bank: bank.start_session(
+            charge_point_id, transaction_id, start_time=start, meter_start_wh=meter_start,
+            id_tag=id_tag))
+        log.info("%s: transaction %d started (meter %d Wh)", charge_point_id, transaction_id,
+                 meter_start)
+        return call_result.StartTransaction(transaction_id=transaction_id,
+                                            id_tag_info={"status": AuthorizationStatus.accepted})
+
+    def stop_transaction(self, endpoint: CsmsEndpoint, transaction_id: int, meter_stop: int,
+                         timestamp: str, reason: Optional[str]) -> call_result.StopTransaction:
+        """Close the session once; a repeated stop, or one for a transaction this central system
+        did not start for that charge point, is answered but not recorded."""
+        charge_point_id = endpoint.id
+        answer = call_result.StopTransaction(id_tag_info={"status": AuthorizationStatus.accepted})
+        outcome = self.registry.stop_transaction(endpoint.station, transaction_id)
+        if outcome == STOP_REPEATED:
+            log.info("%s: transaction %d stopped again; already recorded", charge_point_id,
+                     transaction_id)
+        elif outcome != STOP_RECORD:
+            log.warning("%s: StopTransaction for transaction %d, which this central system did "
+                        "not start for it: no session recorded", charge_point_id, transaction_id)
+        else:
+            end, reason = self._time_or_now(timestamp), reason or STOP_REASON
+            self.writer.call(lambda bank: bank.end_session(
+                charge_point_id, transaction_id, end_time=end, stop_reason=reason,
+                meter_stop_wh=meter_stop))
+            log.info("%s: transaction %d stopped (%s, meter %d Wh)", charge_point_id,
+                     transaction_id, reason, meter_stop)
+        return answer
+
+    def meter_values(self, endpoint: CsmsEndpoint, meter_value: list,
+                     transaction_id: Optional[int]) -> call_result.MeterValues:
+        self.registry.adopt_transaction(endpoint.station, transaction_id)
+        record_meter_values(self.writer, endpoint.station.analyser, meter_value, transaction_id,
+                            self.clock.speed)
+        return call_result.MeterValues()
+
+    def _time_or_now(self, text: str) -> datetime:
+        try:
+            return parse_ocpp_time(text)
+        except ValueError:
+            return self.clock.now()
+
+
+async def _close_quietly(endpoint: CsmsEndpoint) -> None:
+    try:
+        await endpoint.close_connection()
+    except Exception as exc:  # noqa: BLE001 - the old connection is gone either way
+        log.info("%s: closing the previous connection: %s", endpoint.id, exc)
+
+
+def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optional[str]:
+    """Agree on ocpp1.6; a client that does not offer it completes the handshake without a
+    subprotocol and is then closed (OCPP-J 1.6 §3.2)."""
+    return ocpp16.SUBPROTOCOL if ocpp16.SUBPROTOCOL in offered else None
+
+
+async def serve(handler: Callable[[ServerConnection], Awaitable[None]], host: str,
+                port: int) -> Server:
+    """Listen for charge points; a port in use or an address that cannot be bound is one line
+    (cli.SimError)."""
+    try:
+        return await websockets_serve(handler, host, port, subprotocols=[ocpp16.SUBPROTOCOL],
+                                      select_subprotocol=select_ocpp16, compression=None)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise cli.SimError(f"port {port} on {host} is in use") from None
+        raise cli.SimError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
