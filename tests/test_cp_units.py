@@ -11,6 +11,7 @@ from ocpp.v16 import call_result
 
 from evsim.canbus import frames
 from evsim.clock import FakeClock
+from evsim.cp import metering
 from evsim.cp.connection import online
 from evsim.cp.station import Station
 from evsim.cp.store import StateStore
@@ -37,9 +38,9 @@ class Running:
 
     def __init__(self, station: Station, central: FakeCentral | None = None,
                  watchdog: bool = True) -> None:
-        self.tasks = [asyncio.create_task(station.run_meter())]
+        self.tasks = [asyncio.create_task(metering.run_meter(station))]
         if watchdog:
-            self.tasks.append(asyncio.create_task(station.run_watchdog()))
+            self.tasks.append(asyncio.create_task(metering.run_watchdog(station)))
         if central is not None:
             self.tasks.append(asyncio.create_task(online(station, central)))
 

@@ -20,7 +20,7 @@ from evsim.canbus import bus as canbus
 from evsim.canbus.link import CanLink
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
-from evsim.cp import store
+from evsim.cp import metering, store
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.station import Station
 
@@ -59,8 +59,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     station.recover()
     supervisor.start(link.run(), "CAN link")
     supervisor.start(keep_connected(station, target), "connection")
-    supervisor.start(station.run_meter(), "meter")
-    supervisor.start(station.run_watchdog(), "watchdog")
+    supervisor.start(metering.run_meter(station), "meter")
+    supervisor.start(metering.run_watchdog(station), "watchdog")
     try:
         await supervisor.stop.wait()
         await station.shut_down(timeout=SHUTDOWN_TIMEOUT_S)

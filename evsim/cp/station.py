@@ -23,6 +23,7 @@ from ocpp.v16.enums import (
 from evsim.canbus import frames
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, CONNECTOR_ID, SILENT_PERIODS
+from evsim.cp import metering
 from evsim.cp.bridge import ChargerBridge, Link
 from evsim.cp.config import Configuration
 from evsim.cp.connector import Connector
@@ -37,10 +38,6 @@ log = logging.getLogger("cp")
 
 #: The reason a transaction gets when a restart finds it open: cp.py ended without stopping it.
 CRASH_STOP_REASON = "PowerLoss"
-#: (OCPP measurand, unit, MemoryBank metric name) of each sampled value.
-MEASURANDS = (("Current.Import", "A", "current"), ("Voltage", "V", "voltage"),
-              ("Power.Active.Import", "W", "power"),
-              ("Energy.Active.Import.Register", "Wh", "energy"))
 
 
 class Recorder(Protocol):
@@ -297,12 +294,8 @@ class Station:
             return
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as OCPP carries it
-        amps = self.meter.amps
-        values = (amps, self.voltage, amps * self.voltage, self.meter.energy_wh)
-        sampled = [{"value": f"{value:.1f}", "context": "Sample.Periodic", "measurand": measurand,
-                    "unit": unit} for (measurand, unit, _), value in zip(MEASURANDS, values)]
-        payload = {"connector_id": CONNECTOR_ID,
-                   "meter_value": [{"timestamp": ocpp_time(now), "sampledValue": sampled}]}
+        values = metering.readings(self.meter.amps, self.voltage, self.meter.energy_wh)
+        payload = {"connector_id": CONNECTOR_ID, "meter_value": [metering.meter_value(now, values)]}
         register = {"energy_wh": self.meter.energy_wh, "energy_at": ocpp_time(now)}
         if tx is None:
             self.store.put(self.id, **register)
@@ -311,27 +304,6 @@ class Station:
             stored_id = self.store.queue(self.id, "MeterValues", payload, tx.ref, **register)
             self.outbox.put(Message("MeterValues", payload, tx.ref, stored_id))
         if self.writer is not None:  # after the store: what is recorded was queued for sure
-            for (_, unit, name), value in zip(MEASURANDS, values):
-                self.writer.metric(name, round(value, 1), unit, self.id,
+            for reading in values:
+                self.writer.metric(reading.name, round(reading.value, 1), reading.unit, self.id,
                                    tx.transaction_id if tx else None, now)
-
-    # -- periodic work --------------------------------------------------------------------------
-
-    async def run_meter(self) -> None:
-        """MeterValues every MeterValueSampleInterval, on a schedule that late samples do not
-        shift; while it is 0 (no sampled data), look again every second whether it changed."""
-        due = self.clock.sim()
-        while True:
-            interval = self.config["MeterValueSampleInterval"] or 1
-            due += interval
-            await self.clock.sleep(due - self.clock.sim())
-            late = self.clock.sim() - due
-            if late > interval:
-                due += late  # after a stall, skip the missed samples rather than bunch them
-            if self.config["MeterValueSampleInterval"]:
-                self.sample()
-
-    async def run_watchdog(self) -> None:
-        while True:
-            await self.clock.sleep(self.charger.period_s / 2)
-            await self.watch_charger()
