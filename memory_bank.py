@@ -3,14 +3,4 @@
 The code lives in :mod:`evsim.bank`; ``from evsim import MemoryBank`` is the same class.
 """
 from evsim.bank import *  # noqa: F403
-from evsim.bank import (  # noqa: F401
-                        RECORDER,
-                        SEVERITIES,
-                        TABLES,
-                        MemoryBank,
-                        MemoryBankError,
-                        default_db_path,
-                        format_timestamp,
-                        parse_timestamp,
-                        utc_now,
-)
+from evsim.bank import __all__  # noqa: F401

@@ -6,7 +6,9 @@ in the same run, in the same directory (so on the same file system):
   sqlite3 inserts into the same schema with one commit per row (same WAL + synchronous=NORMAL);
 - the batch form ``log_events`` beside raw ``executemany`` in one transaction;
 - ``memory_viewer.py --summary`` and ``--anomalies 20`` on a database of one million events,
-  beside the viewer's own start-up (``--help``: interpreter, imports, no database).
+  beside the viewer's own start-up (``--help``: interpreter, imports, no database);
+- ``export_csv`` of those million events: rows/s, and the peak memory of the process that
+  exports beside that of one that only opens the database (same interpreter and imports).
 
 Run: .venv/bin/python benchmarks/memory_bank.py  (about a minute on two cores)
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -26,11 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
+from tabulate import tabulate
+
+from evsim.bank import TABLES, MemoryBank, count_where
+
 ROOT = Path(__file__).resolve().parent.parent
-
-from tabulate import tabulate  # noqa: E402
-
-from evsim.bank import TABLES, MemoryBank  # noqa: E402
 
 EVENT_COLUMNS = TABLES["events"].columns
 RAW_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -164,6 +167,40 @@ def viewer_seconds(db: Path, *args: str, repeat: int = 3) -> float:
     return best
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes. Linux's VmHWM starts afresh at exec;
+    ru_maxrss (the fallback) also counts what the parent held when it forked."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def export_worker(db: str, target: Optional[str], results) -> None:
+    """In a fresh process: export every event to ``target`` as CSV (or, without a target,
+    only open the database and count them); reports rows, seconds and the peak RSS in bytes."""
+    started = time.perf_counter()
+    with MemoryBank(db, readonly=True) as bank:
+        rows = (bank.export_csv(target) if target
+                else count_where(bank.connection, "events"))
+    seconds = time.perf_counter() - started
+    results.put((rows, seconds, peak_rss()))
+
+
+def export_in_process(db: Path, target: Optional[Path]) -> tuple[int, float, int]:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=export_worker,
+                              args=(str(db), str(target) if target else None, results))
+    process.start()
+    result = results.get(timeout=600)
+    process.join()
+    return result
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 def rate(rows: int, seconds: float) -> str:
@@ -248,6 +285,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ]
         print(tabulate(rows, headers=(f"reads, {args.big:,} events", "time (best of 3)",
                                       "ceiling, same run")) + "\n")
+
+        exported, export_time, export_peak = export_in_process(big, directory / "events.csv")
+        _, _, open_peak = export_in_process(big, None)
+        csv_mb = (directory / "events.csv").stat().st_size / 1e6
+        rows = [(f"export_csv, {exported:,} events ({csv_mb:,.0f} MB)",
+                 f"{rate(exported, export_time)}, {export_time:.1f} s",
+                 f"peak RSS {export_peak / 1e6:,.0f} MB",
+                 f"{open_peak / 1e6:,.0f} MB (open + count only)")]
+        print(tabulate(rows, headers=("streaming export", "speed", "memory", "baseline, same run"),
+                       disable_numparse=True) + "\n")
         print(f"total benchmark time {time.perf_counter() - total_started:.0f} s")
     finally:
         shutil.rmtree(directory, ignore_errors=True)

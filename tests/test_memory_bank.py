@@ -2,6 +2,7 @@
 writer processes at once."""
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
@@ -11,14 +12,23 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
-from evsim.bank import MemoryBank, MemoryBankError, default_db_path, format_timestamp
-from evsim.bank import bank as memory_bank
+from evsim.bank import (
+    MemoryBank,
+    MemoryBankError,
+    count_where,
+    default_db_path,
+    format_timestamp,
+    rows_where,
+    schema,
+    updates,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 STAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
@@ -440,7 +450,7 @@ def test_dashboard_summary_counts_everything(bank):
     assert summary["last_anomaly"]["id"] == last
     del summary["last_anomaly"]
     assert summary == {
-        "database": str(bank.path), "schema_version": memory_bank.SCHEMA_VERSION,
+        "database": str(bank.path), "schema_version": schema.SCHEMA_VERSION,
         "total_events": 5, "first_event": format_timestamp(at(0)),
         "last_event": format_timestamp(at(4)),
         "event_types": {"CAN_FRAME": 2, "OCPP_MESSAGE": 2, "PROCESS_START": 1},
@@ -471,7 +481,7 @@ def test_export_json_round_trip(bank, tmp_path):
     counts = bank.export_json(target)
     assert counts == {"events": 5, "anomalies": 1, "sessions": 1, "metrics": 1, "patterns": 1}
     exported = json.loads(target.read_text(encoding="utf-8"))
-    assert exported["schema_version"] == memory_bank.SCHEMA_VERSION
+    assert exported["schema_version"] == schema.SCHEMA_VERSION
     assert exported["exported_at"] == format_timestamp(T0)
     assert exported["events"] == sorted(bank.get_recent_events(None), key=lambda r: r["id"])
     assert exported["anomalies"] == bank.get_anomalies()
@@ -503,12 +513,12 @@ def test_export_refuses_the_database_and_the_files_beside_it(bank, db_path, tmp_
 def test_export_of_an_empty_bank_is_valid_json(bank, tmp_path):
     counts = bank.export_json(tmp_path / "empty.json")
     exported = json.loads((tmp_path / "empty.json").read_text())
-    assert counts == dict.fromkeys(memory_bank.TABLES, 0)
-    assert all(exported[table] == [] for table in memory_bank.TABLES)
+    assert counts == dict.fromkeys(schema.TABLES, 0)
+    assert all(exported[table] == [] for table in schema.TABLES)
 
 
 def test_clean_old_data_deletes_only_old_rows_in_chunks(bank, clock, monkeypatch):
-    monkeypatch.setattr(memory_bank, "DELETE_CHUNK", 3)   # several chunks per table
+    monkeypatch.setattr(updates, "DELETE_CHUNK", 3)   # several chunks per table
     old, recent = T0 - timedelta(days=10), T0 - timedelta(days=1)
     bank.log_events([{"event_type": "T", "source": "s", "description": f"old {i}",
                       "timestamp": old} for i in range(7)])
@@ -598,7 +608,7 @@ def test_a_sqlite_file_without_the_schema_is_refused_when_reading(tmp_path):
 
 def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == memory_bank.SCHEMA_VERSION == 1
+        assert bank.schema_version == schema.SCHEMA_VERSION == 1
         indexes = {row[0] for row in bank._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
         mode = bank._conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -615,8 +625,8 @@ def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
 def test_a_later_schema_version_migrates_an_existing_database(db_path, monkeypatch):
     with MemoryBank(db_path) as bank:
         bank.log_event("T", "s", "kept across the migration")
-    monkeypatch.setattr(memory_bank, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(memory_bank.MIGRATIONS, 2, (
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(schema.MIGRATIONS, 2, (
         "ALTER TABLE events ADD COLUMN severity TEXT",
         "CREATE INDEX events_severity ON events (severity)"))
     with pytest.raises(MemoryBankError, match="schema version 1, older than 2"):
@@ -636,6 +646,133 @@ def test_context_manager_closes_the_connection(db_path):
         bank.log_event("T", "s", "after close")
     bank.close()   # closing twice is harmless
     assert "memory.db" in repr(bank)
+
+
+# -- rows_where, count_where and the streaming CSV export ----------------------------------------
+
+def test_rows_where_filters_orders_limits_and_searches(bank, clock):
+    fill_events(bank)
+    clock.now = at(4)
+    everything = descriptions(rows_where(bank.connection, "events"))
+    assert everything == ["measured 15.9 A", "100% ready_now", "set limit 16 A",
+                          "cp->csms CALL Heartbeat", "cp->csms CALL BootNotification"]
+    assert descriptions(rows_where(bank.connection, "events", order="oldest")) \
+        == everything[::-1]
+    assert descriptions(rows_where(bank.connection, "events", order="oldest", limit=2)) \
+        == ["cp->csms CALL BootNotification", "cp->csms CALL Heartbeat"]
+    assert descriptions(rows_where(bank.connection, schema.TABLES["events"],
+                                   equal={"source": "cp", "charge_point_id": None})) \
+        == ["set limit 16 A", "cp->csms CALL Heartbeat"]
+    assert descriptions(rows_where(bank.connection, "events", since=timedelta(minutes=2),
+                                   until=at(3), clock=clock)) == ["100% ready_now",
+                                                                  "set limit 16 A"]
+    assert descriptions(rows_where(bank.connection, "events", search="0X3")) \
+        == ["measured 15.9 A"]
+    assert list(rows_where(bank.connection, "events", limit=0)) == []
+    first = next(rows_where(bank.connection, "events", equal={"id": 3}))
+    assert first["data"] == {"id": "0x210", "amps": 16.0}
+    raw = next(rows_where(bank.connection, "events", equal={"id": 3}, decode=False))
+    assert raw["data"] == '{"id":"0x210","amps":16.0}'
+    assert count_where(bank.connection, "events", equal={"event_type": "CAN_FRAME"}) == 2
+    assert count_where(bank.connection, "events", search="csms") == 2
+    with bank.connection.snapshot() as conn:      # inside a transaction of the caller's
+        assert len(list(rows_where(conn, "events", since=at(2)))) == 3
+        assert count_where(conn, "events", until=at(2)) == 3
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: rows_where(c, "nope"), "unknown table 'nope'"),
+    (lambda c: rows_where(c, "events", order="random"), "order must be 'newest' or 'oldest'"),
+    (lambda c: rows_where(c, "events", limit=-1), "limit must be"),
+    (lambda c: rows_where(c, "events", equal={"colour": "red"}), "unknown column 'colour'"),
+    (lambda c: rows_where(c, "metrics", search="x"), "metrics cannot be searched"),
+    (lambda c: rows_where(c, "events", since="soon"), "not an ISO-8601 time"),
+])
+def test_rows_where_checks_its_arguments_before_it_reads(bank, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(bank.connection)           # at the call, not at the first row
+
+
+def test_rows_where_releases_the_connection_when_abandoned(bank):
+    fill_events(bank)
+    rows = rows_where(bank.connection, "events")
+    next(rows)
+    rows.close()
+    assert bank.log_event("T", "s", "written after") > 0
+
+
+def exports(directory: Path) -> list[str]:
+    """The files in ``directory`` but the database's own."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("memory.db"))
+
+
+def test_export_csv_round_trip(bank, tmp_path):
+    fill_events(bank)
+    bank.log_event("T", "s", 'quote " comma , newline \n Zoë ⚡', {"text": "a,b\n\"c\""}, "CP1",
+                   timestamp=at(5))
+    target = tmp_path / "events.csv"
+    assert bank.export_csv(target) == 6
+    with open(target, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = list(rows_where(bank.connection, "events", order="oldest"))
+    assert [int(row["id"]) for row in rows] == [row["id"] for row in expected]
+    for row, stored in zip(rows, expected):
+        assert row["description"] == stored["description"]
+        assert row["timestamp"] == stored["timestamp"]
+        assert row["charge_point_id"] == (stored["charge_point_id"] or "")
+        assert (json.loads(row["data"]) if row["data"] else None) == stored["data"]
+    assert list(rows[0]) == ["id", *schema.TABLES["events"].columns]
+
+    assert bank.export_csv(target, source="cp", since=at(2)) == 1
+    with open(target, newline="", encoding="utf-8") as handle:
+        assert [row["description"] for row in csv.DictReader(handle)] == ["set limit 16 A"]
+    bank.record_metric("current", 16.5, "A", "charger", "CP1", 7)
+    assert bank.export_csv(tmp_path / "m.csv", "metrics", name="current") == 1
+    with open(tmp_path / "m.csv", newline="") as handle:
+        assert float(next(csv.DictReader(handle))["value"]) == 16.5
+    assert exports(tmp_path) == ["events.csv", "m.csv"], "no partial file is left behind"
+
+
+def test_export_csv_refuses_bad_targets_and_filters(bank, db_path, tmp_path):
+    with pytest.raises(ValueError, match="is the MemoryBank database"):
+        bank.export_csv(f"{db_path}-wal")
+    with pytest.raises(ValueError, match="unknown filter.*colour"):
+        bank.export_csv(tmp_path / "x.csv", colour="red")
+    with pytest.raises(ValueError, match="takes no limit"):
+        bank.export_csv(tmp_path / "x.csv", limit=5)
+    with pytest.raises(ValueError, match="unknown table"):
+        bank.export_csv(tmp_path / "x.csv", "nope")
+    with pytest.raises(OSError):
+        bank.export_csv(tmp_path / "missing" / "x.csv")
+    assert exports(tmp_path) == []
+
+
+def test_export_csv_streams_in_bounded_memory(bank, tmp_path):
+    """200,000 events: loading them as dicts would take well over 100 MB of Python objects;
+    the export must stay far below that (a bound on memory, not on time)."""
+    rows = 200_000
+    bank.connection.write(lambda conn: conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+        "INSERT INTO events (timestamp, event_type, source, description, data, charge_point_id) "
+        "SELECT strftime('%Y-%m-%dT%H:%M:%f000Z', 1714564800 + i / 10.0, 'unixepoch'), "
+        "'CAN_FRAME', 'charger', 'measured current #' || i, "
+        "json_object('id', '0x300', 'amps', 16.0, 'i', i), 'CP' || (i % 4) FROM n", (rows,)))
+    target = tmp_path / "big.csv"
+    tracemalloc.start()
+    try:
+        assert bank.export_csv(target, source="charger") == rows
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000, f"peak {peak / 1e6:.1f} MB"
+    with open(target, newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        assert sum(1 for _ in reader) == rows
+
+
+def test_every_schema_version_has_its_migration_step():
+    assert sorted(schema.MIGRATIONS) == list(range(1, schema.SCHEMA_VERSION + 1))
 
 
 # -- pandas -------------------------------------------------------------------------------------

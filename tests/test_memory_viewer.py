@@ -15,7 +15,9 @@ import pytest
 from conftest import ROOT, script, wait_for
 
 from evsim.bank import MemoryBank
-from evsim.viewer.main import WIDTH, fit_table, local_time, parse_since, shorten
+from evsim.timefmt import local_time, parse_since
+from evsim.viewer.format import WIDTH, fit_table, shorten
+from evsim.viewer.main import build_parser, since_argument
 
 NOW = datetime.now(UTC)
 LONG_TEXT = "a description far too long for any terminal column " * 4
@@ -327,14 +329,14 @@ def test_parse_since_takes_a_time_without_offset_as_local():
 
 
 @pytest.mark.parametrize("text", ["99999999999d", "1000000d", "0001-01-01T00:00:00+05:00"])
-def test_parse_since_too_far_back_is_a_usage_error(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="too far back"):
+def test_parse_since_too_far_back_is_a_value_error(text):
+    with pytest.raises(ValueError, match="too far back"):
         parse_since(text)
 
 
 @pytest.mark.parametrize("text", ["", "10", "m10", "ten minutes", "2024-13-01", "-5m"])
 def test_parse_since_rejects_nonsense(text):
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(ValueError, match="neither a duration"):
         parse_since(text)
 
 
@@ -347,3 +349,16 @@ def test_fit_table_cuts_the_free_text_column_to_the_width():
     assert lines[3].split() == ["22", "short", "tiny"]
     assert shorten("abcdef", 4) == "abc…" and shorten("abc", 4) == "abc"
     assert local_time(None) == ""
+
+
+def test_since_is_a_usage_error_and_there_is_no_speed(capsys):
+    parser = build_parser()
+    with pytest.raises(argparse.ArgumentTypeError, match="too far back"):
+        since_argument("1000000d")
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--since", "soon"])
+    assert stopped.value.code == 2 and "neither a duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--speed", "2"])
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --speed" in capsys.readouterr().err

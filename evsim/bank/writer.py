@@ -10,9 +10,12 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Optional
 
-from evsim.bank import MemoryBank, MemoryBankError, utc_now
+from evsim.bank.bank import MemoryBank
+from evsim.bank.connection import MemoryBankError
+from evsim.timefmt import utc_now
 
 log = logging.getLogger("bank")
 
@@ -21,10 +24,13 @@ _STOP = object()
 
 
 class BankWriter:
-    """The one MemoryBank connection of a process, owned by a writer thread."""
+    """The one MemoryBank connection of a process, owned by a writer thread. Rows are stamped
+    with ``now()`` (the process's clock) when they are queued, not when they are written."""
 
-    def __init__(self, path: Optional[str], source: str) -> None:
+    def __init__(self, path: Optional[str], source: str,
+                 now: Callable[[], datetime] = utc_now) -> None:
         self.source = source
+        self.now = now
         self._queue: queue.Queue = queue.Queue()
         self._opened = threading.Event()
         self._error: Optional[BaseException] = None
@@ -36,17 +42,18 @@ class BankWriter:
             raise self._error
 
     def event(self, event_type: str, description: str, data: Any = None,
-              charge_point_id: Optional[str] = None) -> None:
+              charge_point_id: Optional[str] = None, timestamp: Any = None) -> None:
         self._queue.put(("event", {"event_type": event_type, "source": self.source,
                                    "description": description, "data": data,
-                                   "charge_point_id": charge_point_id, "timestamp": utc_now()}))
+                                   "charge_point_id": charge_point_id,
+                                   "timestamp": timestamp or self.now()}))
 
     def metric(self, name: str, value: float, unit: str, charge_point_id: Optional[str] = None,
                transaction_id: Optional[int] = None, timestamp: Any = None) -> None:
         self._queue.put(("metric", {"name": name, "value": value, "unit": unit,
                                     "source": self.source, "charge_point_id": charge_point_id,
                                     "transaction_id": transaction_id,
-                                    "timestamp": timestamp or utc_now()}))
+                                    "timestamp": timestamp or self.now()}))
 
     def call(self, write: Callable[[MemoryBank], Any]) -> None:
         """Run ``write(bank)`` in the writer thread, after everything queued before it."""

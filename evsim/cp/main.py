@@ -40,13 +40,14 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         state = store.StateStore(state_path)
     except store.StateError as exc:
         raise cli.SimError(exc) from None
+    clock = Clock(args.speed)
     try:
-        writer = BankWriter(args.db, "cp")
+        writer = BankWriter(args.db, "cp", clock.now)
     except (MemoryBankError, OSError) as exc:
         state.close()
         raise cli.SimError(f"MemoryBank: {exc}") from None
     loop = asyncio.get_running_loop()
-    station = Station(args.id, state, Clock(args.speed), writer=writer, voltage=args.voltage,
+    station = Station(args.id, state, clock, writer=writer, voltage=args.voltage,
                       default_limit=args.default_limit, charger_period=args.charger_period)
     link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
     station.charger.link = link

@@ -59,12 +59,13 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
 
 
 async def amain(args: Any, supervisor: cli.Supervisor) -> None:
+    clock = Clock(args.speed)
     try:
-        writer = BankWriter(args.db, "csms")
+        writer = BankWriter(args.db, "csms", clock.now)
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
     try:
-        await serve_forever(args, writer, supervisor)
+        await serve_forever(args, writer, supervisor, clock=clock)
     finally:
         writer.close()
 
