@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import can
 
@@ -28,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_server(port: int, timeout: float = 30.0) -> None:
+    """Until the server just started accepts connections (quietly: it is not missing, only
+    starting); RuntimeError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bus server on port {port} did not start") from None
+            time.sleep(0.05)
 
 
 def send(url: str, count: int, rate: float, connected, go) -> None:
@@ -84,6 +97,7 @@ def main(argv=None) -> int:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"ws://127.0.0.1:{port}/"
     try:
+        wait_for_server(port)
         canbus.open_bus(canbus.bus_config(channel=url), retry_interval=0.1).shutdown()
         print(f"python-can-remote bus at {url}; classic CAN ceiling at 1 Mbit/s: "
               f"~{CLASSIC_CAN_CEILING:,.0f} eight-byte frames/s")

@@ -14,7 +14,10 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Optional
+
+from evsim import timefmt
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)-8s %(levelname)-7s %(message)s"
 
@@ -64,6 +67,14 @@ def stop_signals() -> tuple[int, ...]:
 
 
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
+
+
+def since_argument(text: str) -> datetime:
+    """``--since``/``--until``: a duration back from now or an ISO time, as UTC."""
+    try:
+        return timefmt.parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: free loopback ports, a real bus server, subprocess helpers."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -99,6 +100,17 @@ def bus_server() -> Iterator[str]:
         yield f"ws://127.0.0.1:{port}/"
     finally:
         stop(proc)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A main() run in process points the root logger at this test's captured stderr
+    (cli.setup_logging); a later test must not log into that stream once it is closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

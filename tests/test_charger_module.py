@@ -1,4 +1,6 @@
-"""The charger module: its ramp on explicit ticks, and as a CAN node in its own process."""
+"""The charger module: its ramp on explicit ticks, its CAN node on a fake clock, and the node
+in its own process on a real bus."""
+import asyncio
 import itertools
 import subprocess
 
@@ -8,7 +10,9 @@ from conftest import free_port, script, start, stop, wait_for
 
 from evsim.bank import MemoryBank
 from evsim.canbus import frames
-from evsim.charger.main import Charger, receive
+from evsim.charger.model import Charger
+from evsim.charger.node import ChargerNode
+from evsim.clock import FakeClock
 
 
 def ticks(charger: Charger, n: int) -> list[float]:
@@ -67,24 +71,109 @@ def test_limits_above_the_maximum_are_clamped():
     assert charger.set_limit(300) == 125
 
 
-def test_frames_drive_the_state_and_bad_ones_are_ignored(caplog):
-    charger = Charger(ramp=1.0)
-    receive(charger, frames.set_limit(40))
-    receive(charger, frames.start())
-    assert (charger.state, charger.limit) == ("CHARGING", 40.0)
-    receive(charger, can.Message(arbitration_id=0x210, data=b"\x01", is_extended_id=False))
-    receive(charger, can.Message(arbitration_id=0x7FF, data=b"\x01\x02", is_extended_id=False))
-    assert charger.limit == 40.0
-    assert "needs 2 data bytes, got 1" in caplog.text
-    receive(charger, frames.stop())
-    assert charger.state == "STOPPED"
-
-
 @pytest.mark.parametrize("kwargs", [{"ramp": 0}, {"ramp": 1.5}, {"max_current": 0}])
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         Charger(**kwargs)
 
+
+# -- the CAN node, in process on a fake clock and a fake link ----------------------------------
+
+class FakeLink:
+    """Records (simulated time, amps) of every 0x300 it is given; a send can take time."""
+
+    def __init__(self, clock: FakeClock, send_takes: float = 0.0) -> None:
+        self.clock = clock
+        self.send_takes = send_takes
+        self.up = True
+        self.sent: list[tuple[float, float]] = []
+
+    async def send(self, msg: can.Message) -> bool:
+        self.sent.append((self.clock.sim(), frames.decode(msg).amps))
+        await self.clock.sleep(self.send_takes)
+        return True
+
+    @property
+    def amps(self) -> list[float]:
+        return [amps for _, amps in self.sent]
+
+
+def command(msg: can.Message) -> frames.Frame:
+    return frames.decode(msg)
+
+
+@pytest.fixture
+async def publishing():
+    """Starts ``node.publish(link)`` as a task; cancels it at the end of the test."""
+    tasks = []
+
+    def begin(node: ChargerNode, link: FakeLink) -> None:
+        tasks.append(asyncio.create_task(node.publish(link)))
+    yield begin
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("speed", [1.0, 10.0])
+async def test_node_obeys_commands_and_publishes_each_simulated_period(speed, publishing):
+    clock = FakeClock(speed)
+    link, recorded = FakeLink(clock), []
+    node = ChargerNode(Charger(ramp=0.2), clock, period_s=1.0,
+                       on_command=lambda frame, described: recorded.append(described))
+    publishing(node, link)
+    await clock.advance(1.5)
+    assert link.amps == [0.0]
+    assert node.on_frame(command(frames.set_limit(100))) == "set limit 100.0 A"
+    assert node.on_frame(command(frames.start())) == "start"
+    assert node.on_frame(command(frames.measured_current(5))) is None  # not a command
+    await clock.advance(3)
+    assert link.amps == pytest.approx([0.0, 20.0, 36.0, 48.8])
+    assert node.on_frame(command(frames.stop())) == "stop"
+    await clock.advance(1)
+    assert link.amps[-1] == pytest.approx(39.0, abs=0.05)
+    assert recorded == ["set limit 100.0 A", "start", "stop"]
+    assert clock.monotonic() == pytest.approx(5.5 / speed)  # --speed divides the period
+
+
+async def test_ticks_keep_absolute_deadlines_when_sending_takes_time(publishing):
+    clock = FakeClock(speed=10)
+    link = FakeLink(clock, send_takes=0.3)
+    publishing(ChargerNode(Charger(), clock, period_s=1.0), link)
+    await clock.advance(4.5)
+    assert [t for t, _ in link.sent] == pytest.approx([1.0, 2.0, 3.0, 4.0])
+
+
+async def test_late_ticks_are_not_made_up_for_in_a_burst(publishing):
+    clock = FakeClock()
+    link = FakeLink(clock, send_takes=1.5)
+    publishing(ChargerNode(Charger(), clock, period_s=1.0), link)
+    await clock.advance(6)
+    assert [t for t, _ in link.sent] == pytest.approx([1.0, 2.5, 4.0, 5.5])
+
+
+async def test_while_the_bus_is_down_the_charger_holds_still_and_sends_nothing(publishing):
+    clock = FakeClock()
+    link = FakeLink(clock)
+    node = ChargerNode(Charger(ramp=0.5), clock, period_s=0.5)
+    publishing(node, link)
+    node.on_frame(command(frames.set_limit(40)))
+    node.on_frame(command(frames.start()))
+    await clock.advance(0.75)
+    link.up = False
+    await clock.advance(1.5)
+    assert (link.sent, node.ticks, node.charger.current) == ([(0.5, 20.0)], 1, 20.0)
+    link.up = True
+    await clock.advance(0.5)
+    assert link.sent == [(0.5, 20.0), (2.5, 30.0)]
+
+
+def test_a_period_must_be_positive():
+    with pytest.raises(ValueError):
+        ChargerNode(Charger(), FakeClock(), period_s=0)
+
+
+# -- the process, on a real bus ----------------------------------------------------------------
 
 def latest_current(bus: can.BusABC, want: float, timeout: float) -> bool:
     """Read 0x300 frames until one carries ``want`` amps."""
@@ -101,15 +190,16 @@ def test_obeys_commands_across_processes(bus_server, db_path):
                            "--db", str(db_path)))
     try:
         with can.Bus(interface="remote", channel=bus_server) as bus:
-            latest_current(bus, 0.0, timeout=10)
+            latest_current(bus, 0.0, timeout=30)
             bus.send(frames.set_limit(100))
             bus.send(frames.start())
-            latest_current(bus, 100.0, timeout=10)
+            latest_current(bus, 100.0, timeout=30)
             bus.send(frames.stop())
-            latest_current(bus, 0.0, timeout=10)
+            latest_current(bus, 0.0, timeout=30)
     finally:
-        code, output = stop(charger)
+        code, output = stop(charger, timeout=30)
     assert code == 0, output
+    assert "Traceback" not in output
     assert "command 0x210 set limit 100.0 A" in output and "command 0x201 stop" in output
     with MemoryBank(db_path, readonly=True) as bank:
         events = bank.get_recent_events(10, {"source": "charger"})
@@ -128,11 +218,11 @@ def test_waits_for_an_absent_bus_with_a_one_line_hint_and_stops_cleanly(tmp_path
                                           str(tmp_path / "memory.db")),
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "attempt 3 failed" in log.read_text(), timeout=15,
+        wait_for(lambda: "attempt 3 failed" in log.read_text(), timeout=60,
                  message="three attempts")
         assert charger.poll() is None
     finally:
-        code, _ = stop(charger)
+        code, _ = stop(charger, timeout=30)
     output = log.read_text()
     assert code == 0, output
     hints = [line for line in output.splitlines() if "not reachable" in line]

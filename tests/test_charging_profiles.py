@@ -1,3 +1,4 @@
+
 """Charging profiles: what the central system builds, what the charge point accepts, the limit
 in force."""
 from datetime import UTC, datetime, timedelta
@@ -6,6 +7,7 @@ import pytest
 
 from evsim.ocpp16 import profiles as cpf
 from evsim.ocpp16.profiles import ProfileError, ProfileStore
+from evsim.timefmt import ocpp_time
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -55,7 +57,7 @@ def test_limit_in_watts_is_converted_at_the_nominal_voltage():
 
 
 def test_schedule_periods_elapse_in_simulated_seconds():
-    data = profile(chargingSchedule={"chargingRateUnit": "A", "startSchedule": cpf.iso(NOW),
+    data = profile(chargingSchedule={"chargingRateUnit": "A", "startSchedule": ocpp_time(NOW),
                                      "duration": 100, "chargingSchedulePeriod": [
                                          {"startPeriod": 0, "limit": 10},
                                          {"startPeriod": 50, "limit": 20}]})
@@ -67,7 +69,7 @@ def test_schedule_periods_elapse_in_simulated_seconds():
 
 
 def test_validity_window():
-    parsed = cpf.parse(profile(validFrom=cpf.iso(NOW), validTo=cpf.iso(NOW + timedelta(hours=1))))
+    parsed = cpf.parse(profile(validFrom=ocpp_time(NOW), validTo=ocpp_time(NOW + timedelta(hours=1))))
     assert parsed.limit_at(NOW - timedelta(seconds=1)) is None
     assert parsed.limit_at(NOW + timedelta(minutes=30)) == 16
     assert parsed.limit_at(NOW + timedelta(hours=1)) is None

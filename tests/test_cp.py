@@ -26,6 +26,7 @@ from evsim.canbus import frames
 from evsim.cp.config import Configuration
 from evsim.cp.connection import Backoff, endpoint_url
 from evsim.ocpp16 import profiles as charging_profiles
+from evsim.timefmt import parse_ocpp_time
 
 SPEED = 20.0
 
@@ -181,7 +182,7 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
             result = await central.call(call.SetChargingProfile(connector_id=1,
                                                                 cs_charging_profiles=tx_profile))
             assert result.status == "Rejected"
-            watts = charging_profiles.build(1, 3680, unit="W", start=charging_profiles.parse_time(
+            watts = charging_profiles.build(1, 3680, unit="W", start=parse_ocpp_time(
                 now_iso()))
             result = await central.call(call.SetChargingProfile(connector_id=1,
                                                                 cs_charging_profiles=watts))

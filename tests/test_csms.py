@@ -27,6 +27,7 @@ from evsim.bank.writer import BankWriter
 from evsim.csms import main as csms
 from evsim.csms.scenario import SCENARIOS
 from evsim.ocpp16 import profiles as charging_profiles
+from evsim.timefmt import ocpp_time
 
 
 class CentralSystemUnderTest:
@@ -100,10 +101,10 @@ async def test_answers_every_charge_point_message_of_a_plain_ocpp_client(central
     for amps, energy in ((10.0, 1000), (20.0, 1001), (30.0, 1002)):
         sampled_at += timedelta(seconds=1)
         values = meter_value(amps, energy)
-        values[0]["timestamp"] = charging_profiles.iso(sampled_at)
+        values[0]["timestamp"] = ocpp_time(sampled_at)
         await client.call(call.MeterValues(connector_id=1, transaction_id=started.transaction_id,
                                            meter_value=values))
-    stopped_at = charging_profiles.iso(sampled_at + timedelta(seconds=1))
+    stopped_at = ocpp_time(sampled_at + timedelta(seconds=1))
     stopped = await client.call(call.StopTransaction(meter_stop=1250, timestamp=stopped_at,
                                                      transaction_id=started.transaction_id,
                                                      reason="EVDisconnected"))

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, script, wait_for
 
+from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.timefmt import local_time, parse_since
 from evsim.viewer.format import WIDTH, fit_table, shorten
-from evsim.viewer.main import build_parser, since_argument
+from evsim.viewer.main import build_parser
 
 NOW = datetime.now(UTC)
 LONG_TEXT = "a description far too long for any terminal column " * 4
@@ -354,7 +355,7 @@ def test_fit_table_cuts_the_free_text_column_to_the_width():
 def test_since_is_a_usage_error_and_there_is_no_speed(capsys):
     parser = build_parser()
     with pytest.raises(argparse.ArgumentTypeError, match="too far back"):
-        since_argument("1000000d")
+        cli.since_argument("1000000d")
     with pytest.raises(SystemExit) as stopped:
         parser.parse_args(["--since", "soon"])
     assert stopped.value.code == 2 and "neither a duration" in capsys.readouterr().err

@@ -14,12 +14,12 @@ from ocpp.exceptions import (
 )
 from ocpp.messages import Call, CallError, CallResult, _validate_payload
 from ocpp.v16 import call
-from evsim.ocpp16.endpoint import BadCall, Malformed
 from ocpp_helpers import now_iso
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from evsim.ocpp16 import endpoint as ocpp16
+from evsim.ocpp16.endpoint import BadCall, Malformed
 
 
 @pytest.mark.parametrize("raw, reason", [

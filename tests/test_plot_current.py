@@ -13,11 +13,15 @@ import pytest
 from conftest import free_port, port_open, script, start, stop, wait_for
 from PIL import Image
 
-from evsim.plot import main as plot_current
-from benchmarks.detector import charger_signal, seed_commands
 from evsim.bank import MemoryBank
 from evsim.canbus import frames
-from evsim.plot.main import History, LiveView
+from evsim.canbus.bus import bus_config
+from evsim.clock import FakeClock
+from evsim.detection.signals import charger_signal, seed_commands
+from evsim.plot import live, past
+from evsim.plot.chart import History, LiveView
+from evsim.plot.draw import ALARM_RED
+from evsim.plot.main import build_parser, main
 
 SPEED = 10.0
 
@@ -32,7 +36,7 @@ def png_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-ALARM_RGB = tuple(bytes.fromhex(plot_current.ALARM_RED.lstrip("#")))
+ALARM_RGB = tuple(bytes.fromhex(ALARM_RED.lstrip("#")))
 
 
 def alarm_pixels(path: Path) -> int:
@@ -73,15 +77,20 @@ def test_headless_png_from_a_live_bus_with_the_charger_module(bus_server, tmp_pa
                         "--db", str(db), "--can-interface", "remote",
                         "--can-channel", bus_server))
     try:
-        wait_for(png.exists, timeout=20, message="the first PNG")
+        wait_for(png.exists, timeout=30, message="the first PNG")
         assert not alarm_shown(png)
         scenario = threading.Thread(target=drive_seed_scenario, args=(bus_server, 4, SPEED))
         scenario.start()
-        while scenario.is_alive():
-            assert png_size(png) == (640, 400)  # never half written, however often it is read
-            scenario.join(timeout=0.05)
-        wait_for(lambda: alarm_shown(png), timeout=10,
-                 message="the red indicator of the plotter's detector on the seed scenario")
+
+        def alarm_drawn() -> bool:
+            # read while being rewritten: never half written, however often it is read
+            assert png_size(png) == (640, 400)
+            return alarm_shown(png)
+        try:  # the alarm lasts from cycle two to 20 s after the last swing: look from the start
+            wait_for(alarm_drawn, timeout=60, interval=0.05,
+                     message="the red indicator of the plotter's detector on the seed scenario")
+        finally:
+            scenario.join()
     finally:
         code, output = stop(plot)
         stop(charger)
@@ -104,11 +113,11 @@ def test_waits_for_the_bus_with_one_hint_and_falls_back_to_headless(tmp_path):
     server = None
     try:
         # the first PNG comes after the first attempt at the bus (it is made before the figure)
-        wait_for(png.exists, timeout=20, message="the PNG of the waiting plotter")
+        wait_for(png.exists, timeout=30, message="the PNG of the waiting plotter")
         assert png_size(png) == (1000, 600) and not alarm_shown(png)
         server = start([sys.executable, "-m", "can_remote", "--interface", "virtual",
                         "--channel", "0", "--host", "127.0.0.1", "--port", str(port)])
-        wait_for(lambda: port_open(port), message="the bus server")
+        wait_for(lambda: port_open(port), timeout=30, message="the bus server")
         bus = can.Bus(interface="remote", channel=url)
         try:
             levels = itertools.cycle((0.0, 0.0, 40.0, 40.0))  # two samples a level
@@ -116,7 +125,7 @@ def test_waits_for_the_bus_with_one_hint_and_falls_back_to_headless(tmp_path):
             def fluctuation_drawn() -> bool:
                 bus.send(frames.measured_current(next(levels)))
                 return alarm_shown(png)
-            wait_for(fluctuation_drawn, timeout=15, interval=0.2,
+            wait_for(fluctuation_drawn, timeout=60, interval=0.2,
                      message="the plotter to reconnect and draw what it receives")
         finally:
             bus.shutdown()
@@ -142,7 +151,7 @@ def test_sigint_ignored_at_start_stays_ignored(tmp_path):
                         "--can-channel", f"ws://127.0.0.1:{free_port()}/"),
                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        wait_for(png.exists, timeout=20, message="the first PNG")
+        wait_for(png.exists, timeout=30, message="the first PNG")
         plot.send_signal(signal.SIGINT)
         rewrites = set()
 
@@ -150,7 +159,7 @@ def test_sigint_ignored_at_start_stays_ignored(tmp_path):
             stat = png.stat()
             rewrites.add((stat.st_ino, stat.st_mtime_ns))
             return plot.poll() is not None or len(rewrites) > 4
-        wait_for(rewritten_or_exited, timeout=10, message="PNG rewrites after SIGINT")
+        wait_for(rewritten_or_exited, timeout=30, message="PNG rewrites after SIGINT")
         assert plot.poll() is None, "SIGINT stopped the plotter"
     finally:
         code, output = stop(plot)
@@ -185,19 +194,19 @@ def filled_db(db_path):
 
 def test_from_db_draws_a_session_and_a_time_range(filled_db, tmp_path):
     session_png, range_png = tmp_path / "session.png", tmp_path / "range.png"
-    assert plot_current.main(["--db", str(filled_db), "--from-db", str(TX), "--cp", CP,
+    assert main(["--db", str(filled_db), "--from-db", str(TX), "--cp", CP,
                               "--output", str(session_png), "--size", "800x500"]) == 0
     assert png_size(session_png) == (800, 500)
-    assert plot_current.main(["--db", str(filled_db), "--from-db", "--since", "1h",
+    assert main(["--db", str(filled_db), "--from-db", "--since", "1h",
                               "--output", str(range_png)]) == 0
     assert png_size(range_png) == (1000, 600)
 
 
 def test_from_db_chart_holds_the_session_and_its_anomaly(filled_db):
-    args = plot_current.build_parser().parse_args(["--db", str(filled_db), "--from-db", str(TX),
+    args = build_parser().parse_args(["--db", str(filled_db), "--from-db", str(TX),
                                                    "--cp", CP])
     with MemoryBank(filled_db, readonly=True) as bank:
-        chart = plot_current.past_chart(bank, args)
+        chart = past.past_chart(bank, args)
     [(name, _xs, amps)] = chart.series
     assert name == CP and len(amps) == 33 and max(amps) == pytest.approx(36.0)
     assert [severity for _, severity in chart.markers] == ["MEDIUM"]
@@ -213,7 +222,7 @@ def test_from_db_chart_holds_the_session_and_its_anomaly(filled_db):
 ])
 def test_from_db_bad_requests_are_one_line(filled_db, tmp_path, capsys, argv, code, message):
     png = tmp_path / "x.png"
-    assert plot_current.main(["--db", str(filled_db), "--output", str(png), *argv]) == code
+    assert main(["--db", str(filled_db), "--output", str(png), *argv]) == code
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not png.exists()
 
@@ -222,7 +231,7 @@ def test_from_db_bad_requests_are_one_line(filled_db, tmp_path, capsys, argv, co
 def test_an_output_that_cannot_be_written_is_refused_up_front(tmp_path, capsys, mode):
     for output, message in ((tmp_path / "no" / "x.png", "does not exist"),
                             (tmp_path, "is a directory")):
-        assert plot_current.main([*mode, "--output", str(output),
+        assert main([*mode, "--output", str(output),
                                   "--db", str(tmp_path / "absent.db")]) == 2
         assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -230,7 +239,7 @@ def test_an_output_that_cannot_be_written_is_refused_up_front(tmp_path, capsys, 
 
 def test_from_db_without_a_database_says_so_and_creates_nothing(tmp_path, capsys):
     db = tmp_path / "missing.db"
-    assert plot_current.main(["--db", str(db), "--from-db", "--since", "1h",
+    assert main(["--db", str(db), "--from-db", "--since", "1h",
                               "--output", str(tmp_path / "x.png")]) == 1
     assert "no MemoryBank database" in capsys.readouterr().err and not db.exists()
 
@@ -264,14 +273,14 @@ def test_history_reads_a_count_the_latest_few_and_those_in_the_window(db_path):
         for second in (30, 5):
             bank.record_anomaly("CURRENT_FLUCTUATION", "HIGH", f"{second} s ago",
                                 charge_point_id="CP_1", timestamp=now - timedelta(seconds=second))
-    history = plot_current.read_history(str(db_path), since=now - timedelta(seconds=60))
+    history = live.read_history(str(db_path), since=now - timedelta(seconds=60))
     assert history.total == 42 and history.problem is None
     assert [a["description"] for a in history.latest] == ["5 s ago", "30 s ago", "old 0",
                                                           "old 1", "old 2"]
     assert [a["description"] for a in history.marked] == ["5 s ago", "30 s ago"]
     assert history.lines()[0] == "MemoryBank: 42 anomalies" and len(history.lines()) == 6
 
-    missing = plot_current.read_history(str(db_path.with_name("absent.db")), since=now)
+    missing = live.read_history(str(db_path.with_name("absent.db")), since=now)
     assert missing.total == 0 and "no MemoryBank database" in missing.problem
     assert not db_path.with_name("absent.db").exists()
 
@@ -285,4 +294,57 @@ def test_no_display_is_detected(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if sys.platform.startswith("linux"):
-        assert "no display" in plot_current.gui_unavailable()
+        assert "no display" in live.gui_unavailable()
+
+
+async def test_timeline_puts_samples_and_stored_stamps_on_simulated_time():
+    clock = FakeClock(speed=10)
+    timeline = live.Timeline(clock)
+    start = clock.now()
+    await clock.advance(30)  # simulated seconds: 3 wall seconds at speed 10
+    assert timeline.now() == pytest.approx(30.0)
+    stamp = (start + timedelta(seconds=2)).isoformat()
+    assert timeline.to_x(stamp) == pytest.approx(20.0)
+    assert timeline.wall(20.0) == start + timedelta(seconds=2)
+
+
+def test_receiver_feeds_the_view_from_its_own_event_loop_and_stops(bus_server):
+    view, stop_event = LiveView(window_s=60), threading.Event()
+    receiver = live.Receiver(bus_config("remote", bus_server), view,
+                             live.Timeline(FakeClock()), stop_event, retry_interval=0.1)
+    assert "not reachable yet" in receiver.status
+    receiver.start()
+    try:
+        wait_for(lambda: "connected" in receiver.status, timeout=30, message="the link up")
+        with can.Bus(interface="remote", channel=bus_server) as bus:
+            bus.send(frames.start())  # not 0x300: not a sample
+            bus.send(can.Message(arbitration_id=0x300, data=b"\x01", is_extended_id=False))
+            for amps in (0.0, 12.5, 36.0):
+                bus.send(frames.measured_current(amps))
+            wait_for(lambda: view.received >= 3, timeout=30, message="three samples")
+    finally:
+        stop_event.set()
+        assert receiver.join(timeout=30), "the receiver thread ended"
+    assert [a for _, a in view.samples] == [0.0, 12.5, 36.0]
+    assert receiver.failure is None
+
+
+def test_a_receiver_whose_link_dies_says_why_and_stops_the_plot(monkeypatch):
+    class BrokenLink:
+        up = False
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        async def run(self) -> None:
+            raise OSError("adapter unplugged")
+
+        def close(self) -> None:
+            pass
+    monkeypatch.setattr(live, "CanLink", BrokenLink)
+    stop_event = threading.Event()
+    receiver = live.Receiver({"interface": "virtual", "channel": "x"}, LiveView(60),
+                             live.Timeline(FakeClock()), stop_event)
+    receiver.start()
+    assert receiver.join(timeout=30) and stop_event.is_set()
+    assert receiver.failure == "CAN receiver failed: OSError: adapter unplugged"

@@ -37,6 +37,22 @@ class _Reader(can.AsyncBufferedReader):
         self.lost.set()
 
 
+class _ThreadedBus:
+    """The bus as the Notifier sees it: without a file descriptor, so that it reads in its
+    thread, which reports a lost bus to ``on_error`` (read in the event loop, a lost bus raises
+    in a callback, again and again, and nobody is told)."""
+
+    def __init__(self, bus: can.BusABC) -> None:
+        self._bus = bus
+        self.channel_info = bus.channel_info
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def recv(self, timeout: float | None = None) -> can.Message | None:
+        return self._bus.recv(timeout)
+
+
 def _quiet_notifier_threads() -> None:
     """A Notifier's thread re-raises the error of a lost bus after reporting it; the link has
     already said so in one line, so the thread's end is not printed as a traceback."""
@@ -90,7 +106,7 @@ class CanLink:
     async def _session(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
         lost = asyncio.Event()
         reader = _Reader(lost)
-        notifier = can.Notifier(bus, [reader], timeout=0.2, loop=loop)
+        notifier = can.Notifier(_ThreadedBus(bus), [reader], timeout=0.2, loop=loop)
         self._bus = bus
         try:
             if self.on_up is not None:
@@ -120,6 +136,8 @@ class CanLink:
 
     async def send(self, msg: can.Message) -> bool:
         """Send one frame after those sent before it; False (logged) when the bus is down."""
+        if self._closed.is_set():
+            return False
         return await asyncio.get_running_loop().run_in_executor(self._sender, self._send, msg)
 
     def _send(self, msg: can.Message) -> bool:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Optional
 
 from ocpp.charge_point import camel_to_snake_case
+
+from evsim.timefmt import ocpp_time, parse_ocpp_time
 
 PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 KINDS = ("Absolute", "Recurring", "Relative")
@@ -27,16 +29,6 @@ class ProfileError(ValueError):
     """A profile the charge point cannot apply: the reason, in one line."""
 
 
-def iso(moment: datetime) -> str:
-    """An OCPP date-time: UTC, milliseconds, 'Z'."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def build(profile_id: int, limit: float, *, purpose: str = "TxDefaultProfile",
           stack_level: int = 0, unit: str = "A", start: Optional[datetime] = None,
           transaction_id: Optional[int] = None) -> dict[str, Any]:
@@ -48,7 +40,7 @@ def build(profile_id: int, limit: float, *, purpose: str = "TxDefaultProfile",
                                 "chargingSchedulePeriod": [{"startPeriod": 0,
                                                             "limit": round(float(limit), 1)}]}
     if start is not None:
-        schedule["startSchedule"] = iso(start)
+        schedule["startSchedule"] = ocpp_time(start)
     profile: dict[str, Any] = {"chargingProfileId": profile_id, "stackLevel": stack_level,
                                "chargingProfilePurpose": purpose,
                                "chargingProfileKind": "Absolute" if start else "Relative",
@@ -121,7 +113,7 @@ def parse(data: Mapping[str, Any]) -> ChargingProfile:
 
 
 def _time(text: Optional[str]) -> Optional[datetime]:
-    return parse_time(text) if text else None
+    return parse_ocpp_time(text) if text else None
 
 
 def _check(profile: ChargingProfile) -> None:

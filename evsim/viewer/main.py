@@ -12,13 +12,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from evsim import cli, timefmt
+from evsim import cli
 from evsim.bank import SEVERITIES, MemoryBank, MemoryBankError, default_db_path
-from evsim.timefmt import local_time
 from evsim.viewer.format import render
 from evsim.viewer.menu import DEFAULT_ROWS, menu
 from evsim.viewer.sections import Viewer
@@ -28,22 +26,6 @@ CREATE_HINT = "run ./run_all.sh (or csms.py) to create it"
 SECTIONS = ("summary", "events", "anomalies", "sessions", "patterns", "stats", "export")
 COUNTED = ("events", "anomalies", "sessions")
 TAKES_VALUE = (*COUNTED, "export")
-
-__all__ = ["build_parser", "local_time", "main", "parse_since", "since_argument"]
-
-
-def since_argument(text: str) -> datetime:
-    """``--since`` for argparse: :func:`evsim.timefmt.parse_since`, its error a usage error."""
-    try:
-        return timefmt.parse_since(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-#: The old name, for code that still imports it from here (evsim.plot); new code uses
-#: :func:`since_argument` or :func:`evsim.timefmt.parse_since`.
-parse_since = since_argument
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser(PROG, __doc__.split("\n\n")[0], speed=False)
@@ -65,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--type", metavar="TYPE", help="event or anomaly type (exact)")
     filters.add_argument("--source", metavar="NAME", help="event source (exact)")
     filters.add_argument("--cp", metavar="ID", help="charge point id (exact)")
-    filters.add_argument("--since", type=since_argument, metavar="WHEN",
+    filters.add_argument("--since", type=cli.since_argument, metavar="WHEN",
                          help="ISO time (local unless it has an offset) or a duration back "
                               "from now: 30s, 10m, 2h, 3d, 1w")
     filters.add_argument("--severity", type=str.upper, choices=SEVERITIES,
