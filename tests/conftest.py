@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
 
+# Tests press Ctrl-C as a person in a terminal would. Started as a background job of a script,
+# the suite may have inherited SIGINT ignored, which its children would inherit in turn (and a
+# shell cannot trap a signal ignored at its start): handle it, so children start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
