@@ -16,8 +16,10 @@ from ocpp.v16.enums import RegistrationStatus
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
+from evsim.cp import security
 from evsim.cp.config import Configuration
 from evsim.cp.endpoint import CpEndpoint
+from evsim.cp.security import Credentials
 from evsim.cp.station import Station
 from evsim.ocpp16 import endpoint as ocpp16
 
@@ -122,14 +124,17 @@ async def serve_connection(station: Station, connection: ClientConnection) -> No
         station.outbox.went_offline()
 
 
-async def keep_connected(station: Station, target: str) -> None:
-    """Connect to ``target``, serve, and reconnect with backoff (in simulated seconds), forever."""
+async def keep_connected(station: Station, target: str,
+                         credentials: Credentials | None = None) -> None:
+    """Connect to ``target``, serve, and reconnect with backoff (in simulated seconds), forever.
+    ``credentials`` add the security profile's authentication and TLS."""
     backoff = Backoff()
     failures = 0
     while True:
+        options = credentials.connect_options(station.id) if credentials else {}
         try:
             async with connect(target, subprotocols=[ocpp16.SUBPROTOCOL], open_timeout=10,
-                               compression=None) as connection:
+                               compression=None, **options) as connection:
                 if connection.subprotocol != ocpp16.SUBPROTOCOL:
                     raise websockets.InvalidHandshake("the server did not agree on ocpp1.6")
                 log.info("connected to %s", target)
@@ -144,10 +149,15 @@ async def keep_connected(station: Station, target: str) -> None:
                 websockets.ConnectionClosed) as exc:
             failures += 1
             delay = backoff.next()
+            refused = security.refusal(exc)
+            if refused is not None:
+                reason, event_type = refused
+                station.event("SECURITY", f"{station.id}: {reason}", {"type": event_type})
+                station.security_event(event_type, reason)
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(level, "connection to %s %s (%s); retrying in %.2f s", target,
-                    "lost" if station.booted else "failed", error_text(exc),
-                    station.clock.wall_seconds(delay))
+                    "lost" if station.booted else "failed",
+                    refused[0] if refused else error_text(exc), station.clock.wall_seconds(delay))
             await station.clock.sleep(delay)
             continue
         await station.clock.sleep(backoff.next())

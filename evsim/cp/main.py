@@ -22,6 +22,7 @@ from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
 from evsim.cp import metering, store
 from evsim.cp.connection import endpoint_url, keep_connected
+from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
 from evsim.cp.station import Station
 
 log = logging.getLogger("cp")
@@ -49,6 +50,12 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     loop = asyncio.get_running_loop()
     station = Station(args.id, state, clock, writer=writer, voltage=args.voltage,
                       default_limit=args.default_limit, charger_period=args.charger_period)
+    try:
+        credentials = connect_credentials(args, station)
+    except SecurityError as exc:
+        writer.close()
+        state.close()
+        raise cli.UsageError(exc) from None
     link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
     station.charger.link = link
     loop.add_signal_handler(signal.SIGUSR1, station.local_stop)
@@ -59,7 +66,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
              canbus.describe(config), args.speed, state_path)
     station.recover()
     supervisor.start(link.run(), "CAN link")
-    supervisor.start(keep_connected(station, target), "connection")
+    supervisor.start(keep_connected(station, target, credentials), "connection")
     supervisor.start(metering.run_meter(station), "meter")
     supervisor.start(metering.run_watchdog(station), "watchdog")
     try:
@@ -71,6 +78,20 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
         writer.close()
         state.close()
+
+
+def connect_credentials(args: argparse.Namespace, station: Station) -> Credentials:
+    """The security profile in force: the one asked for, or a higher one the charge point was
+    raised to before (a profile is never lowered), with the key it keeps or the one given."""
+    initial_key = read_key(args.auth_key_file)
+    kept_profile = int(station.config.values.get("SecurityProfile", 0) or 0)
+    profile = max(args.security_profile, kept_profile)
+    if profile != args.security_profile:
+        log.warning("security profile %d kept from before, not %d: a profile is only raised",
+                    profile, args.security_profile)
+    return credentials(profile, args.url,
+                       lambda: station.config.values.get("AuthorizationKey") or initial_key,
+                       args.ca_cert, args.client_cert, args.client_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--charger-period", type=cli.positive_float, default=CHARGER_PERIOD_S,
                         metavar="S", help="the charger's 0x300 period before --speed; silent "
                                           "for 3 periods means Faulted (default: 1.0)")
+    secure = parser.add_argument_group("security (OCPP 1.6 Security Whitepaper profiles 1-3)")
+    secure.add_argument("--security-profile", type=int, choices=PROFILES, default=0,
+                        help="0: none; 1: HTTP Basic auth; 2: Basic auth over TLS; 3: TLS with "
+                             "a client certificate (default: 0)")
+    secure.add_argument("--auth-key-file", metavar="FILE",
+                        help="the AuthorizationKey for profiles 1 and 2, on the file's first "
+                             "line (default: $EV_SIM_AUTH_KEY)")
+    secure.add_argument("--ca-cert", metavar="PEM",
+                        help="trust the central system's certificate if this CA issued it "
+                             "(default: the system's CAs)")
+    secure.add_argument("--client-cert", metavar="PEM", help="profile 3: this charge point's "
+                                                             "certificate")
+    secure.add_argument("--client-key", metavar="PEM", help="profile 3: its private key")
     return parser
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
+from ssl import SSLContext
 from typing import Any, Optional
 
 from evsim import cli
@@ -17,7 +19,10 @@ from evsim.bank import MemoryBank, MemoryBankError
 from evsim.bank.writer import BankWriter
 from evsim.clock import Clock
 from evsim.constants import DEFAULT_CSMS_PORT
+from evsim.csms import access
+from evsim.csms.gate import Gate
 from evsim.csms.scenario import SCENARIOS
+from evsim.csms.security import ChargePointRegistry, Throttle
 from evsim.csms.server import CentralSystem, serve
 
 log = logging.getLogger("csms")
@@ -31,20 +36,24 @@ def first_transaction_id(path: Optional[str]) -> int:
 
 async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Supervisor,
                         ready: Optional[Callable[[int], None]] = None,
-                        clock: Optional[Clock] = None) -> None:
+                        clock: Optional[Clock] = None, registry: ChargePointRegistry | None = None,
+                        tls: SSLContext | None = None, gate: Gate | None = None) -> None:
     """Serve until ``supervisor.stop`` is set, then close every open episode; ``ready(port)`` is
-    called once listening."""
+    called once listening. ``registry``, ``tls`` and ``gate``: see :mod:`evsim.csms.access`."""
     clock = clock or Clock(args.speed)
     system = CentralSystem(writer, supervisor, clock, scenario=args.scenario, cycles=args.cycles,
                            heartbeat_interval=args.heartbeat_interval,
                            first_transaction_id=first_transaction_id(args.db))
-    server = await serve(system.handle, args.host, args.port)
+    system.security = registry
+    server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate)
     port = server.sockets[0].getsockname()[1]
-    log.info("central system on ws://%s:%d/<charge_point_id>, scenario %s, cycles %s, speed %g",
-             args.host, port, args.scenario, args.cycles or "forever", clock.speed)
-    writer.event("PROCESS_START", f"csms listening on {args.host}:{port}",
+    scheme = "wss" if tls else "ws"
+    log.info("central system on %s://%s:%d/<charge_point_id>, scenario %s, cycles %s, speed %g",
+             scheme, args.host, port, args.scenario, args.cycles or "forever", clock.speed)
+    writer.event("PROCESS_START", f"csms listening on {scheme}://{args.host}:{port}",
                  {"host": args.host, "port": port, "scenario": args.scenario,
-                  "cycles": args.cycles, "speed": clock.speed})
+                  "cycles": args.cycles, "speed": clock.speed, "tls": tls is not None,
+                  "registry": registry is not None})
     if ready:
         ready(port)
     try:
@@ -60,12 +69,15 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
 
 async def amain(args: Any, supervisor: cli.Supervisor) -> None:
     clock = Clock(args.speed)
+    registry, tls = access.configure(args)
     try:
         writer = BankWriter(args.db, "csms", clock.now)
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
+    gate = Gate(registry, partial(access.refused, writer), Throttle(base=args.refusal_delay))
     try:
-        await serve_forever(args, writer, supervisor, clock=clock)
+        await serve_forever(args, writer, supervisor, clock=clock, registry=registry, tls=tls,
+                            gate=gate)
     finally:
         writer.close()
 
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat-interval", type=cli.non_negative_int, default=60,
                         metavar="S", help="heartbeat interval given at boot, seconds before "
                                           "--speed (default: 60)")
+    access.add_arguments(parser)
     return parser
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import partial
+from ssl import SSLContext
 from typing import Any, Optional
 from urllib.parse import unquote
 
@@ -27,6 +28,7 @@ from evsim.csms.endpoint import CsmsEndpoint, ScenarioLink
 from evsim.csms.recording import CurrentAnalyser, Writer, new_detector, record_meter_values
 from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
 from evsim.csms.scenario import ScenarioRunner
+from evsim.csms.security import ChargePointRegistry
 from evsim.ocpp16 import endpoint as ocpp16
 from evsim.timefmt import ocpp_time, parse_ocpp_time
 
@@ -39,7 +41,10 @@ class CentralSystem:
     """Every charge point's record, the scenario they run, and the answers to their messages.
 
     ``writer`` records (a BankWriter, or a fake in tests); every time read goes through ``clock``.
+    ``security`` is the registry of known charge points, None when any may connect.
     """
+
+    security: ChargePointRegistry | None = None
 
     def __init__(self, writer: Writer, supervisor: cli.Supervisor, clock: Clock, *,
                  scenario: str = "fluctuation", cycles: int = 0, heartbeat_interval: int = 60,
@@ -143,7 +148,7 @@ class CentralSystem:
 
     def frame_ignored(self, endpoint: CsmsEndpoint, raw: Any, reason: str) -> None:
         self.event("OCPP_FRAME_IGNORED", f"cp->csms frame ignored: {reason}",
-                   {"frame": str(raw)[:1000], "reason": reason}, endpoint.id)
+                   {"frame": ocpp16.redact_text(raw)[:1000], "reason": reason}, endpoint.id)
 
     def boot_notification(self, endpoint: CsmsEndpoint) -> call_result.BootNotification:
         endpoint.booted = True  # the scenario starts once the answer is sent
@@ -224,12 +229,14 @@ def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optio
 
 
 async def serve(handler: Callable[[ServerConnection], Awaitable[None]], host: str,
-                port: int) -> Server:
-    """Listen for charge points; a port in use or an address that cannot be bound is one line
-    (cli.SimError)."""
+                port: int, ssl: SSLContext | None = None,
+                process_request: Callable | None = None) -> Server:
+    """Listen for charge points (with ``ssl``, on wss://; ``process_request`` checks each
+    upgrade); a port in use or an address that cannot be bound is one line (cli.SimError)."""
     try:
         return await websockets_serve(handler, host, port, subprotocols=[ocpp16.SUBPROTOCOL],
-                                      select_subprotocol=select_ocpp16, compression=None)
+                                      select_subprotocol=select_ocpp16, compression=None,
+                                      ssl=ssl, process_request=process_request)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise cli.SimError(f"port {port} on {host} is in use") from None

@@ -146,7 +146,7 @@ class Endpoint(ChargePoint):
         payload. Override to log or record."""
 
     def on_ignored(self, raw: Any, reason: str) -> None:
-        log.warning("%s: ignored a frame (%s): %.200s", self.id, reason, raw)
+        log.warning("%s: ignored a frame (%s): %.200s", self.id, reason, redact_text(raw))
 
     async def call(self, payload: Any, suppress: bool = True, unique_id: Optional[str] = None,
                    skip_schema_validation: bool = False) -> Any:
@@ -213,7 +213,33 @@ class Endpoint(ChargePoint):
                 payload: Any) -> None:
         self.on_frame({"action": action, "direction": direction,
                        "message_type": TYPE_NAMES[kind], "message_id": unique_id,
-                       "payload": payload})
+                       "payload": redact(payload)})
+
+
+#: Configuration keys whose values are secrets: never logged, never recorded.
+SECRET_KEYS = frozenset({"AuthorizationKey"})
+REDACTED = "***"
+
+
+def redact(payload: Any) -> Any:
+    """``payload`` with the value of every secret configuration key (in ChangeConfiguration, or
+    a GetConfiguration answer) replaced, for logs and records; the frame itself is unchanged."""
+    if isinstance(payload, list):
+        return [redact(item) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    if payload.get("key") in SECRET_KEYS and "value" in payload:
+        return {**payload, "value": REDACTED}
+    return {name: redact(value) for name, value in payload.items()}
+
+
+def redact_text(raw: Any) -> str:
+    """A frame that could not be parsed, for a log or a record: not shown at all if it names a
+    secret configuration key, since its value cannot be found reliably."""
+    text = str(raw)
+    if any(key in text for key in SECRET_KEYS):
+        return f"(a frame of {len(text)} characters naming a secret configuration key)"
+    return text
 
 
 def compact(payload: Any, limit: int = 160) -> str:

@@ -1,0 +1,111 @@
+"""How the charge point proves who it is to the central system (OCPP 1.6 Security Whitepaper):
+profile 1, HTTP Basic authentication with its AuthorizationKey over ws://; profile 2, the same
+over TLS, checking the central system's certificate; profile 3, TLS with a client certificate.
+
+The key comes from ``--auth-key-file`` or ``$EV_SIM_AUTH_KEY`` (never the command line, which
+``ps`` shows) until the central system sets another with ChangeConfiguration; the charge point
+keeps that one in its state file.
+"""
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import websockets
+from websockets.headers import build_authorization_basic
+
+from evsim.tls import TlsError, client_context
+
+PROFILES = (0, 1, 2, 3)
+
+
+class SecurityError(ValueError):
+    """Options that cannot make a secure connection: one line."""
+
+
+@dataclass
+class Credentials:
+    """The profile in force and what it needs; ``key()`` gives the AuthorizationKey in force."""
+
+    profile: int
+    key: Callable[[], str | None]
+    ssl: ssl.SSLContext | None = None
+
+    def connect_options(self, charge_point_id: str) -> dict[str, Any]:
+        """Keyword arguments for ``websockets.connect``."""
+        options: dict[str, Any] = {}
+        if self.profile in (1, 2):
+            key = self.key()
+            if not key:
+                raise SecurityError(f"security profile {self.profile} needs an AuthorizationKey")
+            options["additional_headers"] = {
+                "Authorization": build_authorization_basic(charge_point_id, key)}
+        if self.ssl is not None:
+            options["ssl"] = self.ssl
+        return options
+
+
+def read_key(path: str | None) -> str | None:
+    """The key from ``path`` (its first line) or ``$EV_SIM_AUTH_KEY``; SecurityError if the file
+    cannot be read."""
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            reason = getattr(exc, "strerror", None) or "empty or not text"
+            raise SecurityError(f"cannot read an AuthorizationKey from {path}: {reason}") \
+                from None
+    return os.environ.get("EV_SIM_AUTH_KEY") or None
+
+
+def credentials(profile: int, url: str, key: Callable[[], str | None], ca_cert: str | None,
+                client_cert: str | None, client_key: str | None) -> Credentials:
+    """Check that the options fit the profile, and make the TLS context it needs."""
+    if profile not in PROFILES:
+        raise SecurityError(f"--security-profile is 0, 1, 2 or 3, got {profile}")
+    scheme = urlparse(url).scheme
+    if profile >= 2 and scheme != "wss":
+        raise SecurityError(f"security profile {profile} needs a wss:// URL, got {url!r}")
+    if profile <= 1 and scheme == "wss":
+        raise SecurityError(f"a wss:// URL needs security profile 2 or 3, got {profile}")
+    if profile in (1, 2) and not key():
+        raise SecurityError(f"security profile {profile} needs an AuthorizationKey: "
+                            f"--auth-key-file FILE or $EV_SIM_AUTH_KEY")
+    if profile == 3 and not (client_cert and client_key):
+        raise SecurityError("security profile 3 needs --client-cert and --client-key")
+    if profile < 3 and (client_cert or client_key):
+        raise SecurityError("--client-cert and --client-key go with security profile 3")
+    context = None
+    if profile >= 2:
+        try:
+            context = client_context(ca_cert, client_cert if profile == 3 else None,
+                                     client_key if profile == 3 else None)
+        except TlsError as exc:
+            raise SecurityError(str(exc)) from None
+    return Credentials(profile, key, context)
+
+
+def refusal(exc: BaseException) -> tuple[str, str] | None:
+    """(a one-line reason, the whitepaper's security event type) when ``exc`` is the central
+    system refusing this charge point or its certificate; None for any other failure."""
+    if isinstance(exc, websockets.InvalidStatus):
+        status = exc.response.status_code
+        if status == 401:
+            return ("the central system refused the credentials (HTTP 401)",
+                    "FailedToAuthenticateAtCentralSystem")
+        if status == 404:
+            return ("the central system does not know this charge point id (HTTP 404)",
+                    "FailedToAuthenticateAtCentralSystem")
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the central system's certificate is not trusted ({exc.verify_message})",
+                "InvalidCentralSystemCertificate")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})", "InvalidTLSVersion" \
+            if "VERSION" in str(exc.reason or "").upper() else "CentralSystemFailedToAuthenticate"
+    return None

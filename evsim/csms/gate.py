@@ -1,0 +1,94 @@
+"""The check at the WebSocket upgrade (websockets' ``process_request``): is this a known charge
+point, and has it proved who it is? See :mod:`evsim.csms.security` for the rules."""
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader
+from websockets.headers import parse_authorization_basic
+from websockets.http11 import Request, Response
+
+from evsim.csms.security import ChargePointRegistry, Throttle
+from evsim.tls import peer_common_name
+
+log = logging.getLogger("csms")
+
+#: (charge point id, peer address, reason): a refusal to record.
+OnRefused = Callable[[str, str, str], None]
+
+
+def charge_point_id_of(path: str) -> str:
+    """The charge point id: the last segment of the URL path (OCPP-J 1.6 §3.1.1)."""
+    return unquote(path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+
+
+def peer_of(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return "{}:{}".format(*address[:2]) if address else "?"
+
+
+class Gate:
+    """Lets a charge point in (None) or answers 404/401 with nothing else, after a delay that
+    grows with the refusals its address has had."""
+
+    def __init__(self, registry: ChargePointRegistry | None, on_refused: OnRefused,
+                 throttle: Throttle | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.registry = registry
+        self.on_refused = on_refused
+        self.throttle = throttle or Throttle()
+        self.sleep = sleep
+
+    async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.registry is None:
+            return None
+        charge_point_id = charge_point_id_of(request.path)
+        peer = peer_of(connection)
+        host = peer.rsplit(":", 1)[0]
+        refusal = self.check(charge_point_id, request.headers,
+                             peer_common_name(connection.transport))
+        if refusal is None:
+            self.throttle.succeeded(host)
+            return None
+        status, reason = refusal
+        delay = self.throttle.failed(host)
+        self.on_refused(charge_point_id, peer, reason)
+        await self.sleep(delay)
+        response = connection.respond(status, f"{status.phrase}\n")
+        if status == http.HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+        return response
+
+    def check(self, charge_point_id: str, headers: Headers, certificate_name: str | None
+              ) -> tuple[http.HTTPStatus, str] | None:
+        """None to let the charge point in, else (status, reason)."""
+        known = self.registry.get(charge_point_id) if charge_point_id else None
+        if known is None:
+            return http.HTTPStatus.NOT_FOUND, "unknown charge point"
+        if known.security_profile == 3:
+            if certificate_name is None:
+                return http.HTTPStatus.UNAUTHORIZED, "no client certificate (profile 3)"
+            if certificate_name != charge_point_id:
+                return (http.HTTPStatus.UNAUTHORIZED,
+                        f"client certificate is for {certificate_name!r}")
+            return None
+        if known.security_profile == 0:
+            return None
+        header = headers.get("Authorization")
+        if header is None:
+            return http.HTTPStatus.UNAUTHORIZED, "no credentials"
+        try:
+            username, key = parse_authorization_basic(header)
+        except InvalidHeader:
+            return http.HTTPStatus.UNAUTHORIZED, "credentials that are not HTTP Basic"
+        if username != charge_point_id:
+            return http.HTTPStatus.UNAUTHORIZED, "username is not the charge point id"
+        if not self.registry.check_key(charge_point_id, key):
+            return http.HTTPStatus.UNAUTHORIZED, "wrong authorization key"
+        return None
