@@ -34,6 +34,8 @@ Options:
   --can-interface I   use this python-can interface instead of starting a bus server
   --can-channel C     its channel, e.g. --can-interface socketcan --can-channel vcan0
   --workdir DIR       where logs/, plots/, .run/ and the default database go (default: the repo)
+  --secure [2|3]      security profile 3 (TLS with client certificates) or 2 (HTTP Basic auth
+                      over TLS): makes a throwaway CA, certificates and a registry in DIR/pki
   --stop              stop the site a previous ./run_all.sh started
   -h, --help          this text
 
@@ -57,7 +59,7 @@ fi
 
 # --- arguments ------------------------------------------------------------------------------
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
-can_interface="" can_channel="" workdir="$ROOT" action=start
+can_interface="" can_channel="" workdir="$ROOT" action=start secure=""
 scenario_checked=""
 check_scenario() {  # check_scenario PYTHON: the names are csms.py's; no venv yet: checked after it is made
   local names
@@ -86,6 +88,7 @@ while [ $# -gt 0 ]; do
     --can-interface) need_value "$@"; can_interface=$2; shift ;;
     --can-channel) need_value "$@"; can_channel=$2; shift ;;
     --workdir) need_value "$@"; workdir=$2; shift ;;
+    --secure) secure=3; case "${2:-}" in 2|3) secure=$2; shift ;; esac ;;
     *) die_usage "unknown option '$1'" ;;
   esac
   shift
@@ -284,13 +287,27 @@ if [ -z "$can_interface$can_channel" ]; then
 fi
 launch charger "$PY" "$ROOT/charger_module.py" "${common[@]}" "${can[@]}"
 wait_started charger
-launch csms "$PY" "$ROOT/csms.py" --port "$port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}"
+csms_security=() cp_security=() scheme=ws
+if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_1
+  PKI="$workdir/pki"
+  "$PY" -m evsim.secure_site --out "$PKI" --profile "$secure" --charge-point CP_1 || exit 1
+  scheme=wss
+  csms_security=(--charge-points "$PKI/charge_points.toml" --tls-cert "$PKI/csms.pem"
+                 --tls-key "$PKI/csms.key" --tls-client-ca "$PKI/ca.pem")
+  cp_security=(--security-profile "$secure" --ca-cert "$PKI/ca.pem")
+  if [ "$secure" = 3 ]; then
+    cp_security+=(--client-cert "$PKI/CP_1.pem" --client-key "$PKI/CP_1.key")
+  else
+    cp_security+=(--auth-key-file "$PKI/CP_1.authkey")
+  fi
+fi
+launch csms "$PY" "$ROOT/csms.py" --port "$port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"
 wait_started csms "$port"
-launch cp "$PY" "$ROOT/cp.py" --url "ws://127.0.0.1:$port" "${common[@]}" "${can[@]}"
+launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"
 wait_started cp
 launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"
 wait_started plot
-echo "The site is up: central system ws://127.0.0.1:$port/CP_1. Stop it with ./run_all.sh --stop."
+echo "The site is up: central system $scheme://127.0.0.1:$port/CP_1${secure:+ (security profile $secure)}. Stop it with ./run_all.sh --stop."
 
 
 summary() {

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import websockets
 from ocpp.routing import after, on
-from ocpp.v16 import call_result
-from ocpp.v16.enums import Action
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action, ConfigurationStatus
 
 from evsim.constants import RESPONSE_TIMEOUT_S
 from evsim.csms.scenario import LinkClosed
@@ -33,6 +33,14 @@ class CsmsEndpoint(ocpp16.Endpoint):
         self.system = system
         self.station = station
         self.booted = False
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: Optional[str] = None,
+                   skip_schema_validation: bool = False) -> Any:
+        result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        if (isinstance(payload, call.ChangeConfiguration) and payload.key == "AuthorizationKey"
+                and getattr(result, "status", None) == ConfigurationStatus.accepted):
+            self.system.authorization_key_changed(self.station, payload.value)
+        return result
 
     async def close_connection(self) -> None:
         await self._connection.close(1000, "replaced by a new connection")

@@ -103,6 +103,20 @@ class CentralSystem:
             log.info("%s: disconnected", charge_point_id)
             self.event("DISCONNECTED", f"{charge_point_id} disconnected", None, charge_point_id)
 
+    def authorization_key_changed(self, station: Station, key: str) -> None:
+        """The charge point accepted a new AuthorizationKey: from its next connection on, the
+        registry expects that one (and refuses the old)."""
+        if self.security is None or self.security.get(station.id) is None:
+            return
+        try:
+            self.security.set_key(station.id, key)
+        except ValueError as exc:
+            log.warning("%s: the new AuthorizationKey is not kept: %s", station.id, exc)
+            return
+        log.info("%s: AuthorizationKey changed; the registry keeps the new one", station.id)
+        self.event("SECURITY", f"{station.id}: AuthorizationKey changed", {"reason": "rotated"},
+                   station.id)
+
     def start_scenario(self, station: Station) -> None:
         """Drive the scenario on the charge point's connection, from the first step not done."""
         if station.runner is None or station.link is None:

@@ -142,6 +142,7 @@ def render(section: str, data: Any, limit: Optional[int] = None) -> str:
         "events": ("Events" + count, events_table),
         "anomalies": ("Anomalies" + count, anomalies_table),
         "sessions": ("Sessions" + count, sessions_table),
+        "security": ("Security events" + count, events_table),
         "patterns": ("Learned patterns", patterns_table),
         "stats": ("Metric statistics", stats_table),
     }[section]

@@ -23,8 +23,9 @@ from evsim.viewer.sections import Viewer
 
 PROG = "memory_viewer"
 CREATE_HINT = "run ./run_all.sh (or csms.py) to create it"
-SECTIONS = ("summary", "events", "anomalies", "sessions", "patterns", "stats", "export")
-COUNTED = ("events", "anomalies", "sessions")
+SECTIONS = ("summary", "events", "anomalies", "sessions", "security", "patterns", "stats",
+            "export")
+COUNTED = ("events", "anomalies", "sessions", "security")
 TAKES_VALUE = (*COUNTED, "export")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--summary", action="store_true", help="totals and the last anomaly")
     for name in COUNTED:
         show.add_argument(f"--{name}", type=cli.non_negative_int, nargs="?", const=DEFAULT_ROWS,
-                          metavar="N", help=f"the last N {name} (default N: {DEFAULT_ROWS})")
+                          metavar="N", help=f"the last N {name} (default N: {DEFAULT_ROWS})"
+                          if name != "security" else f"the last N refusals and other security "
+                          f"events (default N: {DEFAULT_ROWS})")
     show.add_argument("--patterns", action="store_true", help="learned patterns")
     show.add_argument("--stats", action="store_true", help="statistics of every metric")
     show.add_argument("--export", type=Path, metavar="FILE",

@@ -36,6 +36,10 @@ class Viewer:
     def sessions(self, limit: Optional[int]) -> list[dict]:
         return self.bank.get_sessions(limit, charge_point_id=self.args.cp, since=self.args.since)
 
+    def security(self, limit: Optional[int]) -> list[dict]:
+        """Refused connections, key changes and the charge points' security events."""
+        return self.bank.get_recent_events(limit, {**self.event_filters(), "event_type": "SECURITY"})
+
     def patterns(self) -> list[dict]:
         return self.bank.get_patterns()
 
