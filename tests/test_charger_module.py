@@ -162,10 +162,23 @@ async def test_while_the_bus_is_down_the_charger_holds_still_and_sends_nothing(p
     await clock.advance(0.75)
     link.up = False
     await clock.advance(1.5)
-    assert (link.sent, node.ticks, node.charger.current) == ([(0.5, 20.0)], 1, 20.0)
+    # half the gap per simulated second: 1 - 0.5 ** 0.5 of it per 0.5 s tick
+    assert (link.sent, node.ticks) == ([(0.5, 11.7)], 1)
+    assert node.charger.current == pytest.approx(40 * (1 - 0.5 ** 0.5))
     link.up = True
     await clock.advance(0.5)
-    assert link.sent == [(0.5, 20.0), (2.5, 30.0)]
+    assert link.sent == [(0.5, 11.7), (2.5, 20.0)]
+
+
+def test_the_ramp_is_per_simulated_second_whatever_the_period():
+    coarse, fine = Charger(ramp=0.2), Charger(ramp=0.2)
+    for charger in (coarse, fine):
+        charger.set_limit(100)
+        charger.start()
+    coarse.tick(1.0)
+    for _ in range(10):
+        fine.tick(0.1)
+    assert coarse.current == pytest.approx(20.0) and fine.current == pytest.approx(20.0)
 
 
 def test_a_period_must_be_positive():

@@ -17,7 +17,7 @@ log = logging.getLogger("charger")
 
 
 class Charger:
-    """The ramp and state of the power module, driven by explicit ticks (one tick = one period)."""
+    """The ramp and state of the power module, driven by explicit ticks."""
 
     def __init__(self, max_current: float = DEFAULT_MAX_CURRENT, ramp: float = 0.2) -> None:
         if not 0 < ramp <= 1:
@@ -49,15 +49,17 @@ class Charger:
         self.limit = min(max(amps, 0.0), self.max_current)
         return self.limit
 
-    def tick(self) -> float:
-        """Advance one period and return the new measured current.
+    def tick(self, seconds: float = 1.0) -> float:
+        """Advance ``seconds`` of simulated time and return the new measured current.
 
-        The current closes ``ramp`` of its gap to the target each tick, snaps to the target once
-        within the frame resolution (so it arrives instead of creeping forever), and never
-        exceeds the limit.
+        The current closes ``ramp`` of its gap to the target per simulated second, whatever the
+        period (so ``--period`` sets only the resolution: ten ticks of 0.1 s close what one of
+        1 s does), snaps to the target once within the frame resolution (so it arrives instead
+        of creeping forever), and never exceeds the limit.
         """
         gap = self.target - self.current
-        self.current = self.target if abs(gap) <= RESOLUTION else self.current + self.ramp * gap
+        closed = 1.0 - (1.0 - self.ramp) ** seconds
+        self.current = self.target if abs(gap) <= RESOLUTION else self.current + closed * gap
         self.current = min(max(self.current, 0.0), self.limit)
         return self.current
 

@@ -54,7 +54,7 @@ class ChargerNode:
         """One period: move the current and publish it; nothing while the bus is down."""
         if not getattr(link, "up", True):
             return None
-        amps = self.charger.tick()
+        amps = self.charger.tick(self.period_s)
         self.ticks += 1
         log.info("%-8s target %6.1f A  current %6.1f A", self.charger.state, self.charger.target,
                  amps)
