@@ -3,12 +3,21 @@
 Events and metrics are batched (one transaction per batch); other writes run in order as
 callables, after every event and metric queued before them, so a session ends only once its
 current samples are stored. A row the MemoryBank refuses is dropped alone, not with its batch.
+
+When the file cannot be written (disk full, read-only, gone), nothing is thrown away at first:
+the rows wait, in order, in a bounded buffer and are written when the file can take them again.
+Such an outage is one log line when it starts, a summary at most once a minute while it lasts,
+and one line, plus a STORAGE event, when it ends; rows that did not fit in the buffer are counted
+and reported, and :meth:`BankWriter.close` returns how many were lost.
 """
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Optional
@@ -20,22 +29,39 @@ from evsim.timefmt import utc_now
 log = logging.getLogger("bank")
 
 BATCH = 500
+MAX_WAITING = 100_000
+RETRY_S = 1.0
+SUMMARY_S = 60.0
 _STOP = object()
+
+Item = tuple[str, Any]
 
 
 class BankWriter:
     """The one MemoryBank connection of a process, owned by a writer thread. Rows are stamped
-    with ``now()`` (the process's clock) when they are queued, not when they are written."""
+    with ``now()`` (the process's clock) when they are queued, not when they are written.
+
+    ``opened(bank)`` runs in the writer thread once the file is open (tests use it to shrink
+    the file's room with ``PRAGMA max_page_count``).
+    """
 
     def __init__(self, path: Optional[str], source: str,
-                 now: Callable[[], datetime] = utc_now) -> None:
+                 now: Callable[[], datetime] = utc_now, *, max_waiting: int = MAX_WAITING,
+                 retry_s: float = RETRY_S, summary_s: float = SUMMARY_S,
+                 opened: Optional[Callable[[MemoryBank], Any]] = None) -> None:
         self.source = source
         self.now = now
+        self.max_waiting = max_waiting
+        self.retry_s = retry_s
+        self.summary_s = summary_s
+        self.lost = 0
         self._queue: queue.Queue = queue.Queue()
+        self._waiting: deque[Item] = deque()
+        self._outage: Optional[_Outage] = None
         self._opened = threading.Event()
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="bank-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path, opened),
+                                        name="bank-writer", daemon=True)
         self._thread.start()
         self._opened.wait()
         if self._error is not None:
@@ -59,14 +85,25 @@ class BankWriter:
         """Run ``write(bank)`` in the writer thread, after everything queued before it."""
         self._queue.put(("call", write))
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Write everything queued, then close the connection."""
+    @property
+    def failing(self) -> bool:
+        """The file cannot be written now: rows are waiting."""
+        return self._outage is not None
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Write everything queued (one last try if the file is failing), close the connection,
+        and return how many rows were lost to a storage failure."""
         self._queue.put(("stop", _STOP))
         self._thread.join(timeout)
+        return self.lost
 
-    def _run(self, path: Optional[str]) -> None:
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def _run(self, path: Optional[str], opened: Optional[Callable[[MemoryBank], Any]]) -> None:
         try:
             bank = MemoryBank(path)
+            if opened is not None:
+                opened(bank)
         except (MemoryBankError, OSError) as exc:
             self._error = exc
             self._opened.set()
@@ -75,63 +112,149 @@ class BankWriter:
         try:
             running = True
             while running:
-                items = [self._queue.get()]
-                while len(items) < BATCH:
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                running = self._write(bank, items)
+                running = self._take(self.retry_s if self.failing else None)
+                self._write_waiting(bank)
+                self._bound()
+            if self._waiting:
+                self.lost += _rows(self._waiting)
+                log.error("MemoryBank %s: %d rows could not be written before the process "
+                          "stopped: lost", bank.path, _rows(self._waiting))
         finally:
             bank.close()
 
-    def _write(self, bank: MemoryBank, items: list[tuple[str, Any]]) -> bool:
-        events: list[dict] = []
-        metrics: list[dict] = []
+    def _take(self, timeout: Optional[float]) -> bool:
+        """Move what is queued (waiting up to ``timeout`` for the first) to the waiting rows;
+        False once the stop is among them."""
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return True
+        while len(items) < BATCH:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        running = all(kind != "stop" for kind, _ in items)
+        self._waiting.extend(item for item in items if item[0] != "stop")
+        return running
 
-        def flush() -> None:
-            if events:
-                _write_rows(bank.log_events, list(events), "event")
-                events.clear()
-            if metrics:
-                _write_rows(bank.record_metrics, list(metrics), "metric")
-                metrics.clear()
+    def _write_waiting(self, bank: MemoryBank) -> None:
+        """Write the waiting rows in order, a batch of events or metrics in one transaction;
+        a storage failure keeps the rest waiting."""
+        try:
+            while self._waiting:
+                kind = self._waiting[0][0]
+                if kind == "call":
+                    _call(self._waiting[0][1], bank)
+                    self._waiting.popleft()
+                    continue
+                batch = []
+                while self._waiting and self._waiting[0][0] == kind and len(batch) < BATCH:
+                    batch.append(self._waiting[0][1])
+                    self._waiting.popleft()
+                try:
+                    _write_rows(bank.log_events if kind == "event" else bank.record_metrics,
+                                batch, kind)
+                except MemoryBankError as exc:
+                    if not _is_storage(exc):
+                        log.error("MemoryBank: %d %ss dropped: %s", len(batch), kind, exc)
+                        continue
+                    self._waiting.extendleft((kind, row) for row in reversed(batch))
+                    raise
+        except MemoryBankError as exc:
+            self._failed(bank, exc)
+            return
+        if self._outage is not None:
+            self._recovered(bank)
 
-        for kind, item in items:
-            if kind == "event":
-                events.append(item)
-            elif kind == "metric":
-                metrics.append(item)
-            else:
-                flush()
-                if kind == "stop":
-                    return False
-                _guard(item, bank)
-        flush()
-        return True
+    def _failed(self, bank: MemoryBank, exc: MemoryBankError) -> None:
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = _Outage(started=now, summarised=now, reason=str(exc))
+            log.error("MemoryBank cannot be written (%s); keeping up to %d rows until it can",
+                      exc, self.max_waiting)
+        elif now - self._outage.summarised >= self.summary_s:
+            self._outage.summarised = now
+            log.error("MemoryBank still cannot be written after %.0f s: %d rows waiting, %d "
+                      "lost", now - self._outage.started, _rows(self._waiting), self.lost)
+
+    def _recovered(self, bank: MemoryBank) -> None:
+        outage, self._outage = self._outage, None
+        lasted = time.monotonic() - outage.started
+        log.warning("MemoryBank written again after %.0f s; %d rows were lost", lasted,
+                    outage.lost)
+        try:
+            bank.log_event("STORAGE", self.source,
+                           f"the MemoryBank could not be written for {lasted:.0f} s; "
+                           f"{outage.lost} rows lost", {"seconds": round(lasted, 1),
+                                                         "lost": outage.lost,
+                                                         "reason": outage.reason},
+                           timestamp=self.now())
+        except (MemoryBankError, ValueError) as exc:
+            log.error("MemoryBank: the STORAGE event could not be written: %s", exc)
+
+    def _bound(self) -> None:
+        """Drop the oldest waiting rows beyond ``max_waiting`` (an outage that outlasts the
+        buffer loses its oldest rows, counted, rather than the process's memory)."""
+        excess = len(self._waiting) - self.max_waiting
+        if excess <= 0:
+            return
+        for _ in range(excess):
+            self._waiting.popleft()
+        self.lost += excess
+        if self._outage is not None:
+            self._outage.lost += excess
 
 
-def _guard(write: Callable, *args: Any) -> None:
-    """A write that fails is reported in one line; the writer carries on with the next."""
+class _Outage:
+    def __init__(self, started: float, summarised: float, reason: str) -> None:
+        self.started, self.summarised, self.reason = started, summarised, reason
+        self.lost = 0
+
+
+def _rows(items: deque[Item]) -> int:
+    return sum(kind != "call" for kind, _ in items)
+
+
+def _call(write: Callable, bank: MemoryBank) -> None:
+    """Run a queued call: a storage failure propagates (the call waits and is tried again);
+    any other failure is reported in one line and the writer carries on with the next."""
     try:
-        write(*args)
-    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the recorder
+        write(bank)
+    except MemoryBankError as exc:
+        if _is_storage(exc):
+            raise
         log.error("MemoryBank write failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - one bad write must not stop the recorder
+        log.error("MemoryBank write failed: %s", exc)
+
+
+#: SQLite's result codes for a file that cannot take a write now: full, read-only, I/O error,
+#: cannot open, locked past every retry. Anything else is a bad write, not a bad file.
+STORAGE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
+                           sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+                           sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+
+
+def _is_storage(exc: MemoryBankError) -> bool:
+    cause = exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in STORAGE_CODES
 
 
 def _write_rows(write_many: Callable[[list[dict]], Any], rows: list[dict], what: str) -> None:
     """Write a batch in one transaction; if a row is invalid, write the rows one by one so only
-    the invalid ones are lost, each reported in one line."""
+    the invalid ones are lost, each reported in one line. A storage failure propagates."""
     try:
         write_many(rows)
         return
     except ValueError:
         pass
-    except Exception as exc:  # noqa: BLE001 - the database failed, not a row
-        log.error("MemoryBank write of %d %ss failed: %s", len(rows), what, exc)
-        return
-    for row in rows:
+    for index, row in enumerate(rows):
         try:
             write_many([row])
-        except Exception as exc:  # noqa: BLE001
+        except ValueError as exc:
             log.error("MemoryBank: %s dropped (%s): %.300r", what, exc, row)
+        except MemoryBankError:
+            del rows[:index]  # those before it are written
+            raise
