@@ -31,6 +31,7 @@ Options:
   --db PATH           the MemoryBank file (default: \$EV_SIM_DB or ev_charging_memory.db)
   --port N            the central system's port (default: 9000)
   --bus-port N        the CAN bus server's port (default: 54701)
+  --api-port N        the central system's control API port (default: 9001)
   --can-interface I   use this python-can interface instead of starting a bus server
   --can-channel C     its channel, e.g. --can-interface socketcan --can-channel vcan0
   --workdir DIR       where logs/, plots/, .run/ and the default database go (default: the repo)
@@ -59,6 +60,7 @@ fi
 
 # --- arguments ------------------------------------------------------------------------------
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
+api_port=9001
 can_interface="" can_channel="" workdir="$ROOT" action=start secure=""
 scenario_checked=""
 check_scenario() {  # check_scenario PYTHON: the names are csms.py's; no venv yet: checked after it is made
@@ -85,6 +87,7 @@ while [ $# -gt 0 ]; do
     --db) need_value "$@"; case "$2" in /*) db=$2 ;; *) db="$PWD/$2" ;; esac; shift ;;
     --port) need_value "$@"; is_port "$2" || die_usage "--port takes a port number 1-65535, got '$2'"; port=$2; shift ;;
     --bus-port) need_value "$@"; is_port "$2" || die_usage "--bus-port takes a port number 1-65535, got '$2'"; bus_port=$2; shift ;;
+    --api-port) need_value "$@"; is_port "$2" || die_usage "--api-port takes a port number 1-65535, got '$2'"; api_port=$2; shift ;;
     --can-interface) need_value "$@"; can_interface=$2; shift ;;
     --can-channel) need_value "$@"; can_channel=$2; shift ;;
     --workdir) need_value "$@"; workdir=$2; shift ;;
@@ -162,9 +165,9 @@ if running; then
 fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $port $([ -z "$can_interface$can_channel" ] && echo "$bus_port"); do
+for p in $port $api_port $([ -z "$can_interface$can_channel" ] && echo "$bus_port"); do
   if port_open "$p"; then
-    echo "run_all.sh: error: port $p on 127.0.0.1 is in use by another program (choose another with --port / --bus-port)" >&2
+    echo "run_all.sh: error: port $p on 127.0.0.1 is in use by another program (choose another with --port / --api-port / --bus-port)" >&2
     exit 1
   fi
 done
@@ -293,7 +296,8 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
   "$PY" -m evsim.secure_site --out "$PKI" --profile "$secure" --charge-point CP_1 || exit 1
   scheme=wss
   csms_security=(--charge-points "$PKI/charge_points.toml" --tls-cert "$PKI/csms.pem"
-                 --tls-key "$PKI/csms.key" --tls-client-ca "$PKI/ca.pem")
+                 --tls-key "$PKI/csms.key" --tls-client-ca "$PKI/ca.pem"
+                 --ca-cert "$PKI/ca.pem" --ca-key "$PKI/ca.key")
   cp_security=(--security-profile "$secure" --ca-cert "$PKI/ca.pem")
   if [ "$secure" = 3 ]; then
     cp_security+=(--client-cert "$PKI/CP_1.pem" --client-key "$PKI/CP_1.key")
@@ -301,7 +305,7 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
     cp_security+=(--auth-key-file "$PKI/CP_1.authkey")
   fi
 fi
-launch csms "$PY" "$ROOT/csms.py" --port "$port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"
+launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"
 wait_started csms "$port"
 launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"
 wait_started cp

@@ -479,7 +479,8 @@ def test_export_json_round_trip(bank, tmp_path):
     target.parent.mkdir()
 
     counts = bank.export_json(target)
-    assert counts == {"events": 5, "anomalies": 1, "sessions": 1, "metrics": 1, "patterns": 1}
+    assert counts == {"events": 5, "anomalies": 1, "sessions": 1, "metrics": 1, "patterns": 1,
+                      "id_tags": 0}
     exported = json.loads(target.read_text(encoding="utf-8"))
     assert exported["schema_version"] == schema.SCHEMA_VERSION
     assert exported["exported_at"] == format_timestamp(T0)
@@ -608,7 +609,7 @@ def test_a_sqlite_file_without_the_schema_is_refused_when_reading(tmp_path):
 
 def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == schema.SCHEMA_VERSION == 1
+        assert bank.schema_version == schema.SCHEMA_VERSION == 2
         indexes = {row[0] for row in bank._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
         mode = bank._conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -625,18 +626,66 @@ def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
 def test_a_later_schema_version_migrates_an_existing_database(db_path, monkeypatch):
     with MemoryBank(db_path) as bank:
         bank.log_event("T", "s", "kept across the migration")
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 2, (
+    later = schema.SCHEMA_VERSION + 1
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", later)
+    monkeypatch.setitem(schema.MIGRATIONS, later, (
         "ALTER TABLE events ADD COLUMN severity TEXT",
         "CREATE INDEX events_severity ON events (severity)"))
+    with pytest.raises(MemoryBankError, match=f"schema version {later - 1}, older than {later}"):
+        MemoryBank(db_path, readonly=True)
+    with MemoryBank(db_path) as bank:
+        assert bank.schema_version == later
+        assert descriptions(bank.get_recent_events()) == ["kept across the migration"]
+        assert bank.get_recent_events()[0]["severity"] is None
+    with MemoryBank(db_path) as bank:     # opening again runs nothing twice
+        assert bank.schema_version == later
+
+
+def make_version_1(path: Path) -> None:
+    """A database as the first release wrote it: schema version 1, one event."""
+    with sqlite3.connect(path) as conn:
+        for statement in schema.MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO events (timestamp, event_type, source, description) "
+                     "VALUES ('2026-01-01T00:00:00.000000Z', 'T', 's', 'from version 1')")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_a_version_1_database_migrates_to_the_id_tags_table(db_path):
+    make_version_1(db_path)
     with pytest.raises(MemoryBankError, match="schema version 1, older than 2"):
         MemoryBank(db_path, readonly=True)
     with MemoryBank(db_path) as bank:
         assert bank.schema_version == 2
-        assert descriptions(bank.get_recent_events()) == ["kept across the migration"]
-        assert bank.get_recent_events()[0]["severity"] is None
-    with MemoryBank(db_path) as bank:     # opening again runs nothing twice
-        assert bank.schema_version == 2
+        assert descriptions(bank.get_recent_events()) == ["from version 1"]
+        assert bank.get_id_tags() == []
+        bank.put_id_tag("TAG1", "Blocked", parent_id_tag="GROUP")
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert bank.get_id_tag("TAG1")["status"] == "Blocked"
+
+
+def test_id_tags_are_created_changed_replaced_and_removed(bank):
+    bank.put_id_tag("B", expiry_date="2026-02-01T00:00:00+01:00")
+    bank.put_id_tag("A", "Blocked", parent_id_tag="G")
+    assert [(t["id_tag"], t["status"], t["expiry_date"], t["parent_id_tag"])
+            for t in bank.get_id_tags()] == [("A", "Blocked", None, "G"),
+                                             ("B", "Accepted", "2026-01-31T23:00:00.000000Z", None)]
+    bank.put_id_tag("A", "Accepted")
+    assert bank.get_id_tag("A")["status"] == "Accepted" and bank.get_id_tag("A")["parent_id_tag"] \
+        is None
+    assert bank.get_id_tag("nobody") is None
+    for bad in ({"id_tag": "C", "status": "ConcurrentTx"}, {"id_tag": "", "status": "Accepted"},
+                {"id_tag": "C", "expiry_date": "soon"}):
+        with pytest.raises(ValueError):
+            bank.replace_id_tags([{"id_tag": "D"}, bad])
+    assert [t["id_tag"] for t in bank.get_id_tags()] == ["A", "B"], "a bad list changes nothing"
+    assert bank.replace_id_tags([{"id_tag": "X", "status": "Expired"}, {"id_tag": "Y"}]) == 2
+    assert [t["id_tag"] for t in bank.get_id_tags()] == ["X", "Y"]
+    assert bank.delete_id_tag("X") and not bank.delete_id_tag("x")
+    bank.put_id_tag("y", "Blocked")  # a tag has no letter case (OCPP's CiString)
+    assert [(t["id_tag"], t["status"]) for t in bank.get_id_tags()] == [("y", "Blocked")]
+    assert bank.get_id_tag("Y")["id_tag"] == "y" and bank.delete_id_tag("Y")
 
 
 def test_context_manager_closes_the_connection(db_path):

@@ -29,7 +29,8 @@ def site_args(workdir: Path) -> list[str]:
     """Arguments for a site of its own: a work directory and free ports, remembered for it."""
     SITES[workdir] = (free_port(), free_port())
     port, bus_port = SITES[workdir]
-    return ["--workdir", str(workdir), "--port", str(port), "--bus-port", str(bus_port)]
+    return ["--workdir", str(workdir), "--port", str(port), "--bus-port", str(bus_port),
+            "--api-port", str(free_port())]
 
 
 def processes_of(workdir: Path) -> list[str]:

@@ -285,3 +285,27 @@ def test_hash_key_reads_the_key_from_standard_input_only():
                            capture_output=True, text=True, timeout=60)
     assert short.returncode == 2 and "16 to 20 characters" in short.stderr
     assert sys.executable  # the scripts run with the test's interpreter
+
+
+def test_cp_py_boots_on_profiles_2_and_3_against_csms_py(site, tmp_path):
+    """Both sides of ours, as run_all.sh --secure runs them."""
+    key_file = tmp_path / "CP_2.authkey"
+    key_file.write_text(KEY + "\n")
+    common = ("--url", f"wss://127.0.0.1:{site.port}", "--db", str(site.db_path),
+              "--ca-cert", str(site.dir / "ca.pem"), "--can-interface", "remote",
+              "--can-channel", "ws://127.0.0.1:1/", "--state", str(tmp_path / "state.db"))
+    procs = [start(script("cp.py", *common, "--id", "CP_2", "--security-profile", "2",
+                          "--auth-key-file", str(key_file))),
+             start(script("cp.py", *common, "--id", "CP_3", "--security-profile", "3",
+                          "--client-cert", str(site.dir / "CP_3.pem"),
+                          "--client-key", str(site.dir / "CP_3.key")))]
+    try:
+        def booted() -> set:
+            with MemoryBank(site.db_path, readonly=True) as bank:
+                return {e["charge_point_id"] for e in bank.get_recent_events(None, {
+                    "event_type": "OCPP_MESSAGE", "source": "csms", "search": "BootNotification"})}
+        wait_for(lambda: {"CP_2", "CP_3"} <= booted(), timeout=60, message="both boots")
+    finally:
+        results = [stop(proc) for proc in procs]
+    assert all(code == 0 for code, _ in results), results
+    assert_no_secret(site.db_path, "".join(out for _, out in results) + site.close(), KEY)

@@ -1,8 +1,9 @@
 """MemoryBank: the site's persistent memory, one SQLite file shared by every process.
 
-Five tables (:mod:`~evsim.bank.schema`): ``events`` (OCPP messages, CAN frames, system events),
+Six tables (:mod:`~evsim.bank.schema`): ``events`` (OCPP messages, CAN frames, system events),
 ``anomalies``, ``sessions`` (one per charging transaction), ``metrics`` (current, voltage, power,
-energy samples) and ``patterns`` (learned behaviour, one row per name). How several processes
+energy samples), ``patterns`` (learned behaviour, one row per name) and ``id_tags`` (the central
+system's id-tag list). How several processes
 write at once without losing a row is :mod:`~evsim.bank.connection`'s job; reads go through
 :func:`~evsim.bank.query.rows_where`; exports stream (:mod:`~evsim.bank.export`).
 
@@ -21,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from evsim.bank import aggregates, export, query, updates, values
+from evsim.bank import aggregates, export, idtags, query, updates, values
 from evsim.bank.connection import Connection, default_db_path
 from evsim.bank.schema import TABLES
 from evsim.bank.values import Since, Timestamp
@@ -171,6 +172,23 @@ class MemoryBank:
                values.number(confidence, "confidence"), self._time(timestamp))
         return self.connection.write(lambda conn: updates.upsert_pattern(conn, *row))
 
+    def put_id_tag(self, id_tag: str, status: str = "Accepted", expiry_date: Timestamp = None,
+                   parent_id_tag: Optional[str] = None) -> None:
+        """Create or change an id tag of the central system's list (status Accepted, Blocked,
+        Expired or Invalid)."""
+        row = idtags.row(self.clock, id_tag, status, expiry_date, parent_id_tag)
+        self.connection.write(lambda conn: idtags.upsert(conn, row))
+
+    def delete_id_tag(self, id_tag: str) -> bool:
+        """Remove an id tag; False if there was none."""
+        return self.connection.write(lambda conn: idtags.delete(conn, id_tag))
+
+    def replace_id_tags(self, tags: Iterable[dict]) -> int:
+        """Replace the whole id-tag list (dicts with put_id_tag's keyword names) in one
+        transaction; every tag is checked before anything is written. Returns the tags stored."""
+        rows = values.rows(tags, partial(idtags.row, self.clock), "id tag")
+        return self.connection.write(lambda conn: idtags.replace_all(conn, rows))
+
     def clean_old_data(self, days: float = 7) -> dict[str, int]:
         """Delete events, anomalies, metrics and finished sessions older than ``days``.
 
@@ -264,6 +282,14 @@ class MemoryBank:
     def get_patterns(self) -> list[dict]:
         """Learned patterns, most recently seen first."""
         return self._select("patterns")
+
+    def get_id_tags(self) -> list[dict]:
+        """The central system's id tags, in id_tag order."""
+        return self.connection.read(idtags.select)
+
+    def get_id_tag(self, id_tag: str) -> Optional[dict]:
+        rows = self.connection.read(lambda conn: idtags.select(conn, id_tag))
+        return rows[0] if rows else None
 
     def get_dashboard_summary(self) -> dict:
         """Totals for a dashboard, all from one snapshot of the database."""

@@ -29,7 +29,8 @@ class Table:
 
 
 #: The names of every column that holds a stored timestamp, in any table.
-TIME_COLUMNS = frozenset({"timestamp", "start_time", "end_time", "first_seen", "last_seen"})
+TIME_COLUMNS = frozenset({"timestamp", "start_time", "end_time", "first_seen", "last_seen",
+                          "expiry_date", "updated"})
 
 TABLES: dict[str, Table] = {table.name: table for table in (
     Table("events", ("timestamp", "event_type", "source", "description", "data", "charge_point_id"),
@@ -46,6 +47,7 @@ TABLES: dict[str, Table] = {table.name: table for table in (
                       "transaction_id"), "timestamp"),
     Table("patterns", ("name", "parameters", "occurrences", "confidence", "first_seen",
                        "last_seen"), "last_seen", ("parameters",)),
+    Table("id_tags", ("id_tag", "status", "expiry_date", "parent_id_tag", "updated"), "updated"),
 )}
 
 
@@ -125,9 +127,23 @@ SCHEMA_V1 = (
         last_seen TEXT NOT NULL)""",
 )
 
+#: Version 2: the central system's id tags (csms.py --id-tags and the control API), one row per
+#: tag, compared without letter case as OCPP's CiString is; the statuses a list may hold
+#: (ConcurrentTx is decided, never stored).
+SCHEMA_V2 = (
+    """CREATE TABLE id_tags (
+        id INTEGER PRIMARY KEY,
+        id_tag TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        status TEXT NOT NULL CHECK (status IN ('Accepted', 'Blocked', 'Expired', 'Invalid')),
+        expiry_date TEXT,
+        parent_id_tag TEXT,
+        updated TEXT NOT NULL)""",
+)
+
 #: Schema version -> the statements that bring the previous version to it.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: SCHEMA_V1,
+    2: SCHEMA_V2,
 }
 
 #: The version this program writes and reads.

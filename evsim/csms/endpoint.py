@@ -5,9 +5,11 @@ As in the ``ocpp`` library's examples, the ``@on`` handlers only hand off: the c
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 import websockets
+from ocpp.messages import Call, CallError, CallResult
 from ocpp.routing import after, on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
@@ -33,6 +35,43 @@ class CsmsEndpoint(ocpp16.Endpoint):
         self.system = system
         self.station = station
         self.booted = False
+        #: The charge point's CALLs not answered yet: message id -> (action, payload).
+        self.unanswered: dict[str, tuple[str, Any]] = {}
+        #: A certificate signed for SignCertificate, sent once the answer is (PEM).
+        self.signed_certificate: Optional[str] = None
+        self.closed = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        finally:
+            self.closed.set()
+
+    async def send(self, action: str, payload: dict, timeout: float) -> CallResult | CallError:
+        """One CALL of ``action`` with ``payload`` exactly as given (camelCase, checked by the
+        caller), after any CALL of ours in flight; returns the charge point's CALLRESULT or
+        CALLERROR. TimeoutError after ``timeout`` seconds without one; ConnectionClosed when
+        the connection closes first."""
+        unique_id = str(self._unique_id_generator())
+        try:
+            async with self._call_lock:
+                if self.closed.is_set():
+                    raise websockets.ConnectionClosed(None, None)
+                await self._send(Call(unique_id, action, payload).to_json())
+                answer = asyncio.ensure_future(self._get_specific_response(unique_id, timeout))
+                closed = asyncio.ensure_future(self.closed.wait())
+                try:
+                    done, _ = await asyncio.wait((answer, closed),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in (answer, closed):
+                        if not waiter.done():
+                            waiter.cancel()
+                if answer not in done:
+                    raise websockets.ConnectionClosed(None, None)  # it closed first
+                return answer.result()
+        finally:
+            self._sent_calls.pop(unique_id, None)
 
     async def call(self, payload: Any, suppress: bool = True, unique_id: Optional[str] = None,
                    skip_schema_validation: bool = False) -> Any:
@@ -55,6 +94,8 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.boot_notification)
     def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
                              **kwargs: Any) -> call_result.BootNotification:
+        self.system.handlers.booted(self, charge_point_vendor=charge_point_vendor,
+                                    charge_point_model=charge_point_model, **kwargs)
         return self.system.boot_notification(self)
 
     @after(Action.boot_notification)
@@ -68,7 +109,8 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.status_notification)
     def on_status_notification(self, connector_id: int, error_code: str, status: str,
                                **kwargs: Any) -> call_result.StatusNotification:
-        return call_result.StatusNotification()
+        return self.system.handlers.status_notification(self, connector_id, error_code, status,
+                                                        **kwargs)
 
     @on(Action.authorize)
     def on_authorize(self, id_tag: str) -> call_result.Authorize:
@@ -77,13 +119,15 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.start_transaction)
     def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
                              timestamp: str, **kwargs: Any) -> call_result.StartTransaction:
-        return self.system.start_transaction(self, id_tag, meter_start, timestamp)
+        return self.system.start_transaction(self, id_tag, meter_start, timestamp, connector_id)
 
     @on(Action.stop_transaction)
     def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
-                            reason: Optional[str] = None,
+                            reason: Optional[str] = None, id_tag: Optional[str] = None,
+                            transaction_data: Optional[list] = None,
                             **kwargs: Any) -> call_result.StopTransaction:
-        return self.system.stop_transaction(self, transaction_id, meter_stop, timestamp, reason)
+        return self.system.stop_transaction(self, transaction_id, meter_stop, timestamp, reason,
+                                            id_tag, transaction_data)
 
     @on(Action.meter_values)
     def on_meter_values(self, connector_id: int, meter_value: list,
@@ -94,6 +138,43 @@ class CsmsEndpoint(ocpp16.Endpoint):
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> call_result.DataTransfer:
         return self.system.data_transfer(vendor_id)
+
+    @on(Action.diagnostics_status_notification)
+    def on_diagnostics_status_notification(
+            self, **kwargs: Any) -> call_result.DiagnosticsStatusNotification:
+        self.system.handlers.report(self, Action.diagnostics_status_notification, kwargs)
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status_notification(
+            self, **kwargs: Any) -> call_result.FirmwareStatusNotification:
+        self.system.handlers.report(self, Action.firmware_status_notification, kwargs)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    def on_log_status_notification(self, **kwargs: Any) -> call_result.LogStatusNotification:
+        self.system.handlers.report(self, Action.log_status_notification, kwargs)
+        return call_result.LogStatusNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    def on_signed_firmware_status_notification(
+            self, **kwargs: Any) -> call_result.SignedFirmwareStatusNotification:
+        self.system.handlers.report(self, Action.signed_firmware_status_notification, kwargs)
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.security_event_notification)
+    def on_security_event_notification(
+            self, **kwargs: Any) -> call_result.SecurityEventNotification:
+        self.system.handlers.report(self, Action.security_event_notification, kwargs)
+        return call_result.SecurityEventNotification()
+
+    @on(Action.sign_certificate)
+    def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
+        return self.system.handlers.sign_certificate(self, csr)
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, **kwargs: Any) -> None:
+        self.system.handlers.send_certificate(self)
 
 
 class ScenarioLink:

@@ -19,9 +19,9 @@ from evsim.bank import MemoryBank, MemoryBankError
 from evsim.bank.writer import BankWriter
 from evsim.clock import Clock
 from evsim.constants import DEFAULT_CSMS_PORT
-from evsim.csms import access
+from evsim.csms import access, control
 from evsim.csms.gate import Gate
-from evsim.csms.scenario import SCENARIOS
+from evsim.csms.scenario import ID_TAG, SCENARIOS
 from evsim.csms.security import ChargePointRegistry, Throttle
 from evsim.csms.server import CentralSystem, serve
 
@@ -43,22 +43,37 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
     clock = clock or Clock(args.speed)
     system = CentralSystem(writer, supervisor, clock, scenario=args.scenario, cycles=args.cycles,
                            heartbeat_interval=args.heartbeat_interval,
-                           first_transaction_id=first_transaction_id(args.db))
+                           first_transaction_id=first_transaction_id(args.db),
+                           id_tags=control.load_id_tags(
+                               args.db, getattr(args, "id_tags", None),
+                               None if args.scenario == "none" else ID_TAG),
+                           ca=control.certificate_authority(args))
     system.security = registry
     server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate)
     port = server.sockets[0].getsockname()[1]
+    try:
+        api = await control.start_api(system, args.host, getattr(args, "api_port", "off"),
+                                      getattr(args, "api_token", None))
+    except cli.SimError:
+        server.close()
+        raise
+    if api is not None:
+        log.info("control API on http://%s:%d%s", args.host, control.bound_port(api),
+                 control.api.PREFIX)
     scheme = "wss" if tls else "ws"
     log.info("central system on %s://%s:%d/<charge_point_id>, scenario %s, cycles %s, speed %g",
              scheme, args.host, port, args.scenario, args.cycles or "forever", clock.speed)
     writer.event("PROCESS_START", f"csms listening on {scheme}://{args.host}:{port}",
                  {"host": args.host, "port": port, "scenario": args.scenario,
                   "cycles": args.cycles, "speed": clock.speed, "tls": tls is not None,
-                  "registry": registry is not None})
+                  "registry": registry is not None, "api_port": control.bound_port(api)})
     if ready:
         ready(port)
     try:
         await supervisor.stop.wait()
     finally:
+        if api is not None:
+            await api.cleanup()
         for station in system.registry:
             system.stop_scenario(station)
         server.close()
@@ -116,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="S", help="heartbeat interval given at boot, seconds before "
                                           "--speed (default: 60)")
     access.add_arguments(parser)
+    control.add_arguments(parser)
     return parser
 
 

@@ -178,3 +178,17 @@ def record_meter_values(writer: Writer, analyser: CurrentAnalyser, meter_value: 
         log.warning("%s: MeterValues: skipped bad timestamps and values not finite numbers: %s",
                     charge_point_id, ", ".join(skipped)[:SKIPPED_SHOWN])
     return kept
+
+
+def record_transaction_data(writer: Writer, charge_point_id: str, transaction_id: int,
+                            transaction_data: Iterable[dict]) -> list[Reading]:
+    """A StopTransaction's transactionData as metrics of the transaction. The detector is not
+    fed: these samples are the transaction's past, reported at its end."""
+    kept, skipped = readings(transaction_data)
+    for reading in kept:
+        writer.metric(reading.name, reading.value, reading.unit, charge_point_id, transaction_id,
+                      reading.timestamp)
+    if skipped:
+        log.warning("%s: StopTransaction: skipped bad timestamps and values not finite numbers: "
+                    "%s", charge_point_id, ", ".join(skipped)[:SKIPPED_SHOWN])
+    return kept

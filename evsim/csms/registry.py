@@ -62,7 +62,9 @@ class RecentIds:
 @dataclass(eq=False)
 class Station:
     """One charge point: its current connection (``link``, None while away), the transaction it
-    runs, the scenario's progress and the analysis of its current."""
+    runs, the scenario's progress and the analysis of its current; for the control API, what it
+    last said of itself (``boot``, each connector's status, the last report of each kind, the
+    last message) and whether the API paused its scenario."""
 
     id: str
     analyser: CurrentAnalyser
@@ -72,6 +74,17 @@ class Station:
     open: RecentIds = field(default_factory=lambda: RecentIds(OPEN_KEPT))
     finished: RecentIds = field(default_factory=lambda: RecentIds(FINISHED_KEPT))
     scenario_task: Optional[asyncio.Task] = None
+    boot: Optional[dict] = None
+    connectors: dict[int, dict] = field(default_factory=dict)
+    reports: dict[str, dict] = field(default_factory=dict)
+    last_message: Optional[dict] = None
+    paused: bool = False
+
+    def knows_connector(self, connector_id: int) -> bool:
+        """Whether a transaction may run on ``connector_id``: 1 or more, and one the charge
+        point reported a status for, if it reported any (until then, any of them)."""
+        reported = [number for number in self.connectors if number > 0]
+        return connector_id > 0 and (not reported or connector_id in reported)
 
     @property
     def idle(self) -> bool:

@@ -24,8 +24,18 @@ from websockets.asyncio.server import serve as websockets_serve
 
 from evsim import cli
 from evsim.clock import Clock
+from evsim.constants import RESPONSE_TIMEOUT_S
 from evsim.csms.endpoint import CsmsEndpoint, ScenarioLink
-from evsim.csms.recording import CurrentAnalyser, Writer, new_detector, record_meter_values
+from evsim.csms.handlers import Handlers
+from evsim.csms.idtags import IdTagList, OpenTransactions
+from evsim.csms.journal import Journal
+from evsim.csms.recording import (
+    CurrentAnalyser,
+    Writer,
+    new_detector,
+    record_meter_values,
+    record_transaction_data,
+)
 from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
 from evsim.csms.scenario import ScenarioRunner
 from evsim.csms.security import ChargePointRegistry
@@ -49,7 +59,8 @@ class CentralSystem:
     def __init__(self, writer: Writer, supervisor: cli.Supervisor, clock: Clock, *,
                  scenario: str = "fluctuation", cycles: int = 0, heartbeat_interval: int = 60,
                  first_transaction_id: int = 1, detector_factory: Callable[[], Any] = new_detector,
-                 max_stations: int = MAX_STATIONS) -> None:
+                 max_stations: int = MAX_STATIONS, id_tags: Optional[IdTagList] = None,
+                 ca: Any = None, call_timeout: float = RESPONSE_TIMEOUT_S) -> None:
         self.writer = writer
         self.supervisor = supervisor
         self.clock = clock
@@ -58,6 +69,11 @@ class CentralSystem:
         self.heartbeat_interval = heartbeat_interval
         self.detector_factory = detector_factory
         self.registry = Registry(self._new_station, first_transaction_id, max_stations)
+        self.id_tags = id_tags if id_tags is not None else IdTagList()  # --id-tags, the API
+        self.open_tags = OpenTransactions()  # for ConcurrentTx
+        self.call_timeout = call_timeout  # for a CALL of the control API
+        self.handlers = Handlers(self, ca)
+        self.journal = Journal(self.event, clock)
 
     def _new_station(self, charge_point_id: str) -> Station:
         analyser = CurrentAnalyser(charge_point_id, self.writer, self.detector_factory(),
@@ -119,7 +135,7 @@ class CentralSystem:
 
     def start_scenario(self, station: Station) -> None:
         """Drive the scenario on the charge point's connection, from the first step not done."""
-        if station.runner is None or station.link is None:
+        if station.runner is None or station.link is None or station.paused:
             return
         if station.scenario_task is None or station.scenario_task.done():
             run = station.runner.run(ScenarioLink(station.link), lambda: station.transaction_id)
@@ -155,6 +171,7 @@ class CentralSystem:
         description = f"{'cp->csms' if received else 'csms->cp'} {record['message_type']} {action}"
         log.info("%s: %s %s", endpoint.id, description, ocpp16.compact(record["payload"]))
         self.event("OCPP_MESSAGE", description, record, endpoint.id)
+        self.journal.frame(endpoint, record)
         if (received and record["message_type"] == "CALL"
                 and action != Action.boot_notification and not endpoint.booted):
             endpoint.booted = True
@@ -174,31 +191,49 @@ class CentralSystem:
         return call_result.Heartbeat(current_time=ocpp_time(self.clock.now()))
 
     def authorize(self, id_tag: str) -> call_result.Authorize:
-        return call_result.Authorize(id_tag_info={"status": AuthorizationStatus.accepted})
+        return call_result.Authorize(id_tag_info=self.id_tag_info(id_tag))
+
+    def id_tag_info(self, id_tag: str, in_transaction: Optional[bool] = None) -> dict:
+        """What the id-tag list answers for ``id_tag`` now (idtags.IdTagList.answer)."""
+        if in_transaction is None:
+            in_transaction = self.open_tags.busy(id_tag)
+        return self.id_tags.answer(id_tag, self.clock.now(), in_transaction)
 
     def data_transfer(self, vendor_id: str) -> call_result.DataTransfer:
         return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
 
     def start_transaction(self, endpoint: CsmsEndpoint, id_tag: str, meter_start: int,
-                          timestamp: str) -> call_result.StartTransaction:
-        """A new transaction id, and its session opened."""
+                          timestamp: str, connector_id: int = 1) -> call_result.StartTransaction:
+        """A new transaction id (OCPP 1.6 gives one even to a refused start), and its session
+        opened; the id tag answers from the list, Invalid on a connector the charge point does
+        not have."""
         charge_point_id = endpoint.id
+        info = self.id_tag_info(id_tag)
+        if not endpoint.station.knows_connector(connector_id):
+            log.warning("%s: StartTransaction on connector %s, which it has not reported",
+                        charge_point_id, connector_id)
+            info = {"status": AuthorizationStatus.invalid}
         transaction_id = self.registry.start_transaction(endpoint.station)
+        if info["status"] == AuthorizationStatus.accepted:
+            self.open_tags.opened(transaction_id, id_tag)
         start = self._time_or_now(timestamp)
         self.writer.call(lambda bank: bank.start_session(
             charge_point_id, transaction_id, start_time=start, meter_start_wh=meter_start,
             id_tag=id_tag))
-        log.info("%s: transaction %d started (meter %d Wh)", charge_point_id, transaction_id,
-                 meter_start)
-        return call_result.StartTransaction(transaction_id=transaction_id,
-                                            id_tag_info={"status": AuthorizationStatus.accepted})
+        log.info("%s: transaction %d started (meter %d Wh, id tag %s)", charge_point_id,
+                 transaction_id, meter_start, info["status"])
+        return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info=info)
 
     def stop_transaction(self, endpoint: CsmsEndpoint, transaction_id: int, meter_stop: int,
-                         timestamp: str, reason: Optional[str]) -> call_result.StopTransaction:
-        """Close the session once; a repeated stop, or one for a transaction this central system
-        did not start for that charge point, is answered but not recorded."""
+                         timestamp: str, reason: Optional[str], id_tag: Optional[str] = None,
+                         transaction_data: Optional[list] = None) -> call_result.StopTransaction:
+        """Close the session once, with the transactionData as metrics; a repeated stop, or one
+        for a transaction this central system did not start for that charge point, is answered
+        but not recorded."""
         charge_point_id = endpoint.id
-        answer = call_result.StopTransaction(id_tag_info={"status": AuthorizationStatus.accepted})
+        info = (self.id_tag_info(id_tag, in_transaction=False) if id_tag
+                else {"status": AuthorizationStatus.accepted})
+        answer = call_result.StopTransaction(id_tag_info=info)
         outcome = self.registry.stop_transaction(endpoint.station, transaction_id)
         if outcome == STOP_REPEATED:
             log.info("%s: transaction %d stopped again; already recorded", charge_point_id,
@@ -207,6 +242,9 @@ class CentralSystem:
             log.warning("%s: StopTransaction for transaction %d, which this central system did "
                         "not start for it: no session recorded", charge_point_id, transaction_id)
         else:
+            self.open_tags.closed(transaction_id)
+            record_transaction_data(self.writer, charge_point_id, transaction_id,
+                                    transaction_data or [])
             end, reason = self._time_or_now(timestamp), reason or STOP_REASON
             self.writer.call(lambda bank: bank.end_session(
                 charge_point_id, transaction_id, end_time=end, stop_reason=reason,

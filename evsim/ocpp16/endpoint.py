@@ -228,7 +228,8 @@ def redact(payload: Any) -> Any:
         return [redact(item) for item in payload]
     if not isinstance(payload, dict):
         return payload
-    if payload.get("key") in SECRET_KEYS and "value" in payload:
+    if isinstance(payload.get("key"), str) and payload["key"] in SECRET_KEYS and \
+            "value" in payload:
         return {**payload, "value": REDACTED}
     return {name: redact(value) for name, value in payload.items()}
 
