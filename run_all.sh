@@ -20,7 +20,9 @@ Where the processes run (default: the first that this machine has):
   no desktop: a tmux session "$TMUX_SESSION", one window per process (attached from a terminal);
   else headless.
   --headless          no terminals: output in logs/<process>.log, the plot in plots/current.png;
-                      Ctrl-C stops every process this run started
+                      Ctrl-C stops every process this run started; a process that dies is
+                      started again 1, 2, 4, 8, 16 s later, and one that keeps dying (5 times
+                      in 120 s) stops the site
   --tmux              the tmux session even on a desktop
 
 Options:
@@ -209,7 +211,8 @@ launch() {  # launch NAME COMMAND...: start one process where the mode says, rec
   case "$mode" in
     headless)
       # SIGINT ignored: Ctrl-C is this script's to handle, and it stops the children in order
-      (trap '' INT; cd "$workdir" && exec "$@") > "$LOGS/$name.log" 2>&1 < /dev/null &
+      echo "--- $name started $(date '+%Y-%m-%d %H:%M:%S')${EV_SIM_RESTARTS:+ (restart $EV_SIM_RESTARTS)}" >> "$LOGS/$name.log"
+      (trap '' INT; cd "$workdir" && exec "$@") >> "$LOGS/$name.log" 2>&1 < /dev/null &
       echo $! > "$pidfile" ;;
     tmux)
       if [ -f "$RUN/tmux" ]; then
@@ -284,11 +287,13 @@ plot_args=(--output "$PLOTS/current.png")
 trap 'echo; echo "Stopping the site ..."; stop_site; exit 0' INT TERM
 
 echo "Starting the site ($mode) in $workdir ..."
+start_bus() { launch bus "$PY" -m can_remote --interface virtual --channel 0 --host 127.0.0.1 --port "$bus_port"; }
+start_charger() { launch charger "$PY" "$ROOT/charger_module.py" "${common[@]}" "${can[@]}"; }
 if [ -z "$can_interface$can_channel" ]; then
-  launch bus "$PY" -m can_remote --interface virtual --channel 0 --host 127.0.0.1 --port "$bus_port"
+  start_bus
   wait_started bus "$bus_port"
 fi
-launch charger "$PY" "$ROOT/charger_module.py" "${common[@]}" "${can[@]}"
+start_charger
 wait_started charger
 csms_security=() cp_security=() scheme=ws
 if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_1
@@ -305,11 +310,14 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
     cp_security+=(--auth-key-file "$PKI/CP_1.authkey")
   fi
 fi
-launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"
+start_csms() { launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"; }
+start_cp() { launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"; }
+start_plot() { launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"; }
+start_csms
 wait_started csms "$port"
-launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"
+start_cp
 wait_started cp
-launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"
+start_plot
 wait_started plot
 echo "The site is up: central system $scheme://127.0.0.1:$port/CP_1${secure:+ (security profile $secure)}. Stop it with ./run_all.sh --stop."
 
@@ -342,8 +350,31 @@ echo $$ > "$RUN/run_all.pid"
 echo "Logs in $LOGS; plot in $PLOTS/current.png. Ctrl-C stops everything."
 deadline=""
 [ -n "$duration" ] && deadline=$(awk -v start="$(date +%s)" -v d="$duration" 'BEGIN { printf "%d", start + d + 0.999 }')
+# A process that dies is started again after 1, 2, 4, 8, 16 s, so the others carry on (it
+# records PROCESS_RESTART); one that dies RESTARTS_MAX times within RESTART_WINDOW s stops the site.
+RESTARTS_MAX=5 RESTART_WINDOW=120
+supervise() {
+  local name now due count first delay
+  now=$(date +%s)
+  for name in $PROCESSES; do
+    [ -f "$RUN/$name.pid" ] && ! alive "$name" || continue
+    eval "due=\${due_$name:-0} count=\${count_$name:-0} first=\${first_$name:-$now}"
+    if [ "$due" = 0 ]; then
+      [ $((now - first)) -gt "$RESTART_WINDOW" ] && { count=0; first=$now; }
+      count=$((count + 1))
+      [ "$count" -gt "$RESTARTS_MAX" ] &&
+        fail_start "$name" "stopped unexpectedly $RESTARTS_MAX times in $RESTART_WINDOW s; giving up"
+      delay=$((1 << (count - 1)))
+      echo "run_all.sh: $name stopped unexpectedly; starting it again in $delay s (restart $count of $RESTARTS_MAX; log: $LOGS/$name.log)" >&2
+      eval "due_$name=$((now + delay)) count_$name=$count first_$name=$first"
+    elif [ "$now" -ge "$due" ]; then
+      eval "due_$name=0"
+      EV_SIM_RESTARTS=$count "start_$name"
+    fi
+  done
+}
 while [ -z "$deadline" ] || [ "$(date +%s)" -lt "$deadline" ]; do
-  dead=$(first_dead) && fail_start "$dead" "stopped unexpectedly"
+  supervise
   sleep 0.2
 done
 echo "Stopping the site after $duration s ..."

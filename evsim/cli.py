@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 from evsim import timefmt
 
@@ -120,6 +120,25 @@ def can_config(args: argparse.Namespace) -> dict:
         return canbus.bus_config(args.can_interface, args.can_channel)
     except ValueError as exc:
         raise UsageError(exc) from None
+
+
+def restarts() -> int:
+    """How often run_all.sh has started this process again after it died ($EV_SIM_RESTARTS)."""
+    try:
+        return max(0, int(os.environ.get("EV_SIM_RESTARTS", "0")))
+    except ValueError:
+        return 0
+
+
+def announce(writer: Any, description: str, data: dict,
+             charge_point_id: Optional[str] = None) -> None:
+    """The PROCESS_START event every process writes (with how often it was restarted), and a
+    PROCESS_RESTART event too when run_all.sh started it again after it died."""
+    count = restarts()
+    writer.event("PROCESS_START", description, {**data, "restarts": count}, charge_point_id)
+    if count:
+        writer.event("PROCESS_RESTART", f"{description} (restart {count})",
+                     {"restarts": count}, charge_point_id)
 
 
 def setup_logging(level: str) -> None:

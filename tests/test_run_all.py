@@ -194,3 +194,42 @@ def test_tmux_mode_opens_one_window_per_process(tmp_path):
     assert subprocess.run(["tmux", "has-session", "-t", "ev-sim"], env=env,
                           capture_output=True).returncode != 0
     assert processes_of(workdir) == []
+
+
+def test_a_process_that_dies_is_started_again_and_the_others_carry_on(tmp_path):
+    args = site_args(tmp_path)
+    site = subprocess.Popen([RUN_ALL, "--headless", *args, "--speed", "10", "--scenario",
+                             "normal"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    db = tmp_path / "ev_charging_memory.db"
+    pid_file = tmp_path / ".run" / "csms.pid"
+    try:
+        wait_for(lambda: ((tmp_path / ".run" / "run_all.pid").exists() and db.exists()
+                          and rows(db, "SELECT COUNT(*) FROM sessions")[0][0] >= 1)
+                 or site.poll() is not None, timeout=90, message="a running session")
+        assert site.poll() is None
+        killed = int(pid_file.read_text())
+        os.kill(killed, signal.SIGKILL)
+
+        def restarted() -> bool:
+            return rows(db, "SELECT COUNT(*) FROM events WHERE event_type = 'PROCESS_RESTART' "
+                            "AND source = 'csms'")[0][0] == 1
+
+        wait_for(lambda: restarted() or site.poll() is not None, timeout=90,
+                 message="csms started again")
+        assert site.poll() is None
+        assert int(pid_file.read_text()) != killed
+        # the charge point, still running, connects to the new central system
+        wait_for(lambda: rows(db, "SELECT COUNT(*) FROM events WHERE event_type = 'CONNECTED' "
+                                  "AND source = 'csms'")[0][0] >= 2, timeout=90,
+                 message="the charge point back")
+        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        out, _ = site.communicate(timeout=60)
+    finally:
+        if site.poll() is None:
+            site.kill()
+    assert site.returncode == 0, out
+    assert "csms stopped unexpectedly; starting it again in 1 s (restart 1 of 5" in out
+    assert processes_of(tmp_path) == []

@@ -63,7 +63,7 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
     scheme = "wss" if tls else "ws"
     log.info("central system on %s://%s:%d/<charge_point_id>, scenario %s, cycles %s, speed %g",
              scheme, args.host, port, args.scenario, args.cycles or "forever", clock.speed)
-    writer.event("PROCESS_START", f"csms listening on {scheme}://{args.host}:{port}",
+    cli.announce(writer, f"csms listening on {scheme}://{args.host}:{port}",
                  {"host": args.host, "port": port, "scenario": args.scenario,
                   "cycles": args.cycles, "speed": clock.speed, "tls": tls is not None,
                   "registry": registry is not None, "api_port": control.bound_port(api)})
