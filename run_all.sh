@@ -34,6 +34,7 @@ Options:
   --port N            the central system's port (default: 9000)
   --bus-port N        the CAN bus server's port (default: 54701)
   --api-port N        the central system's control API port (default: 9001)
+  --cp-api-port N     the charge point's control API port (default: 9002)
   --can-interface I   use this python-can interface instead of starting a bus server
   --can-channel C     its channel, e.g. --can-interface socketcan --can-channel vcan0
   --workdir DIR       where logs/, plots/, .run/ and the default database go (default: the repo)
@@ -62,7 +63,7 @@ fi
 
 # --- arguments ------------------------------------------------------------------------------
 mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
-api_port=9001
+api_port=9001 cp_api_port=9002
 can_interface="" can_channel="" workdir="$ROOT" action=start secure=""
 scenario_checked=""
 check_scenario() {  # check_scenario PYTHON: the names are csms.py's; no venv yet: checked after it is made
@@ -90,6 +91,7 @@ while [ $# -gt 0 ]; do
     --port) need_value "$@"; is_port "$2" || die_usage "--port takes a port number 1-65535, got '$2'"; port=$2; shift ;;
     --bus-port) need_value "$@"; is_port "$2" || die_usage "--bus-port takes a port number 1-65535, got '$2'"; bus_port=$2; shift ;;
     --api-port) need_value "$@"; is_port "$2" || die_usage "--api-port takes a port number 1-65535, got '$2'"; api_port=$2; shift ;;
+    --cp-api-port) need_value "$@"; is_port "$2" || die_usage "--cp-api-port takes a port number 1-65535, got '$2'"; cp_api_port=$2; shift ;;
     --can-interface) need_value "$@"; can_interface=$2; shift ;;
     --can-channel) need_value "$@"; can_channel=$2; shift ;;
     --workdir) need_value "$@"; workdir=$2; shift ;;
@@ -167,9 +169,9 @@ if running; then
 fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $port $api_port $([ -z "$can_interface$can_channel" ] && echo "$bus_port"); do
+for p in $port $api_port $cp_api_port $([ -z "$can_interface$can_channel" ] && echo "$bus_port"); do
   if port_open "$p"; then
-    echo "run_all.sh: error: port $p on 127.0.0.1 is in use by another program (choose another with --port / --api-port / --bus-port)" >&2
+    echo "run_all.sh: error: port $p on 127.0.0.1 is in use by another program (choose another with --port / --api-port / --cp-api-port / --bus-port)" >&2
     exit 1
   fi
 done
@@ -311,7 +313,7 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
   fi
 fi
 start_csms() { launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"; }
-start_cp() { launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"; }
+start_cp() { launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" --api-port "$cp_api_port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}"; }
 start_plot() { launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"; }
 start_csms
 wait_started csms "$port"

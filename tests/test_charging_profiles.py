@@ -124,3 +124,60 @@ def test_clear_by_id_or_by_criteria_restores_the_default():
     assert store.clear(purpose="TxProfile") == 0
     assert store.clear(connector_id=1, stack_level=0) == 1
     assert store.limit(NOW) == 32.0
+
+
+def composite(store, duration, unit="A", start=None, now=NOW):
+    return [(p.start_s, p.limit) for p in store.composite(now, duration, unit, start)]
+
+
+def test_composite_schedule_stacks_purposes_and_levels_over_time():
+    store = ProfileStore(32.0)
+    default = profile(chargingSchedule={"chargingRateUnit": "A", "startSchedule": ocpp_time(NOW),
+                                        "chargingSchedulePeriod": [
+                                            {"startPeriod": 0, "limit": 20},
+                                            {"startPeriod": 600, "limit": 10}]})
+    store.install(0, cpf.parse(default))
+    higher = cpf.build(2, 6, stack_level=3, start=NOW + timedelta(seconds=300))
+    higher["chargingSchedule"]["duration"] = 100
+    store.install(1, cpf.parse(higher))
+    assert composite(store, 900) == [(0, 20.0), (300, 6.0), (400, 20.0), (600, 10.0)]
+    cap = cpf.build(3, 2300, purpose="ChargePointMaxProfile", unit="W", start=NOW)
+    store.install(0, cpf.parse(cap))
+    assert composite(store, 900) == [(0, 10.0), (300, 6.0), (400, 10.0)]
+    assert composite(store, 900, "W") == [(0, 2300.0), (300, 1380.0), (400, 2300.0)]
+    store.install(1, cpf.parse(cpf.build(4, 8, purpose="TxProfile")), 1, transaction_running=True)
+    assert composite(store, 900, start=NOW) == [(0, 8.0)]  # a TxProfile beats TxDefault
+    assert composite(store, 0) == [(0, 10.0)]
+    with pytest.raises(ProfileError, match="unit"):
+        store.composite(NOW, 60, "VA")
+
+
+def test_composite_schedule_validity_recurrence_and_relative_profiles():
+    store = ProfileStore(32.0)
+    daily = profile(chargingProfileKind="Recurring", recurrencyKind="Daily",
+                    validTo=ocpp_time(NOW + timedelta(days=1, hours=12)),
+                    chargingSchedule={"chargingRateUnit": "A",
+                                      "startSchedule": ocpp_time(NOW - timedelta(hours=12)),
+                                      "duration": 3600,
+                                      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6}]})
+    store.install(1, cpf.parse(daily))  # 6 A from midnight to 01:00, every day until +36 h
+    hour = 3600
+    periods = composite(store, 2 * 24 * hour)
+    assert periods == [(0, 32.0), (12 * hour, 6.0), (13 * hour, 32.0)]  # validTo ends day 2
+    relative = ProfileStore(32.0)
+    steps = cpf.build(5, 16)  # Relative: from the start of the transaction
+    steps["chargingSchedule"]["chargingSchedulePeriod"].append({"startPeriod": 60, "limit": 8})
+    relative.install(1, cpf.parse(steps))
+    assert composite(relative, 120) == [(0, 16.0), (60, 8.0)]
+    started = NOW - timedelta(seconds=30)
+    assert composite(relative, 120, start=started) == [(0, 16.0), (30, 8.0)]
+
+
+def test_composite_schedule_counts_simulated_seconds():
+    store = ProfileStore(32.0, speed=10)
+    data = cpf.build(1, 20, start=NOW)
+    data["chargingSchedule"]["chargingSchedulePeriod"].append({"startPeriod": 50, "limit": 5})
+    store.install(1, cpf.parse(data))
+    assert composite(store, 100) == [(0, 20.0), (50, 5.0)]
+    later = NOW + timedelta(seconds=2)  # 20 simulated seconds on
+    assert composite(store, 100, now=later) == [(0, 20.0), (30, 5.0)]

@@ -242,7 +242,7 @@ async def test_cp_against_a_plain_central_system_and_a_can_charger(bus_server, d
                 [(frames.START, None), (frames.STOP, None)]
 
             bogus = {**charging_profiles.build(7, 10), "chargingProfilePurpose": "Bogus"}
-            for request, code in ((FooBar(), "NotImplemented"), (call.Reset(type="Soft"),
+            for request, code in ((FooBar(), "NotImplemented"), (call.Heartbeat(),
                                                                  "NotSupported"),
                                   (ChangeConfiguration("a", "b", "red"), "FormationViolation"),
                                   (call.SetChargingProfile(connector_id=1,

@@ -165,7 +165,7 @@ def test_anomaly_session_pattern_and_statistics_sections(filled_db):
 
 def test_export_json_and_csv(filled_db, tmp_path):
     out = ok(filled_db, "--export", str(tmp_path / "all.json"))
-    assert f"Exported 9 events, 2 anomalies, 2 sessions, 4 metrics, 1 patterns to " \
+    assert f"Exported 9 events, 2 anomalies, 2 sessions, 4 metrics, 1 patterns, 0 id_tags to " \
            f"{tmp_path / 'all.json'}" in out
     exported = json.loads((tmp_path / "all.json").read_text())
     assert len(exported["events"]) == 9 and exported["patterns"][0]["confidence"] == 0.75

@@ -112,7 +112,8 @@ def site(bus_server, db_path):
         recorder.close()
 
 
-def calls(events: list[dict], skip=("MeterValues", "Heartbeat", "StatusNotification")):
+def calls(events: list[dict], skip=("MeterValues", "Heartbeat", "StatusNotification",
+                                   "SecurityEventNotification")):
     return [(e["data"]["direction"], e["data"]["action"]) for e in events
             if e["data"]["message_type"] == "CALL" and e["data"]["action"] not in skip]
 

@@ -30,7 +30,7 @@ def site_args(workdir: Path) -> list[str]:
     SITES[workdir] = (free_port(), free_port())
     port, bus_port = SITES[workdir]
     return ["--workdir", str(workdir), "--port", str(port), "--bus-port", str(bus_port),
-            "--api-port", str(free_port())]
+            "--api-port", str(free_port()), "--cp-api-port", str(free_port())]
 
 
 def processes_of(workdir: Path) -> list[str]:

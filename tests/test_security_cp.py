@@ -181,12 +181,15 @@ async def test_a_refused_charge_point_says_why_and_reports_it_once_it_is_let_in(
                 with MemoryBank(db_path, readonly=True) as bank:
                     return [e for e in bank.get_recent_events(None, {
                         "event_type": "OCPP_MESSAGE", "source": "csms", "charge_point_id": "CP_1"})
-                        if e["data"]["action"] == "SecurityEventNotification"]
-            events = await until(reported, timeout=30, message="SecurityEventNotification")
-            assert events[0]["data"]["payload"]["type"] == "FailedToAuthenticateAtCentralSystem"
+                        if e["data"]["action"] == "SecurityEventNotification"
+                        and e["data"]["message_type"] == "CALL"
+                        and e["data"]["payload"]["type"] == "FailedToAuthenticateAtCentralSystem"]
+            await until(reported, timeout=30, message="SecurityEventNotification")
         finally:
             code, out = await asyncio.to_thread(stop, proc)
     assert code == 0, out
-    assert out.count("refused the credentials (HTTP 401)") == 1  # one line, not one per retry
+    refusals = [line for line in out.splitlines()
+                if "connection to" in line and "refused the credentials (HTTP 401)" in line]
+    assert len(refusals) == 1, out  # one line, not one per retry
     assert NEW_KEY not in out
     assert pki  # certificates come from evsim.pki in the TLS tests

@@ -25,7 +25,6 @@ from evsim.ocpp16 import endpoint as ocpp16
 
 log = logging.getLogger("cp")
 
-VENDOR, MODEL = "EVChargingSim", "SimCP-1"
 #: Seconds before a BootNotification is sent again when the answer gave no interval.
 BOOT_RETRY_S = 10
 
@@ -72,8 +71,8 @@ async def boot(station: Station, endpoint: Any) -> None:
     """BootNotification until Accepted, again after the interval the central system gives."""
     while True:
         try:
-            result = await endpoint.call(call.BootNotification(
-                charge_point_model=MODEL, charge_point_vendor=VENDOR), suppress=False)
+            result = await endpoint.call(call.BootNotification(**station.boot_payload()),
+                                         suppress=False)
         except (TimeoutError, OCPPError) as exc:
             log.warning("BootNotification failed (%s)", error_text(exc))
             result = None
@@ -111,7 +110,8 @@ async def online(station: Station, endpoint: Any) -> None:
 
 async def serve_connection(station: Station, connection: ClientConnection) -> None:
     endpoint = CpEndpoint(station.id, connection, station)
-    tasks = {asyncio.create_task(endpoint.start()), asyncio.create_task(online(station, endpoint))}
+    tasks = {asyncio.create_task(endpoint.start()), asyncio.create_task(online(station, endpoint)),
+             asyncio.create_task(station.restart.wait())}  # a Reset: close, boot again
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -122,6 +122,8 @@ async def serve_connection(station: Station, connection: ClientConnection) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
         station.connected = False
         station.outbox.went_offline()
+        if station.restart.is_set():
+            station.rebooted()
 
 
 async def keep_connected(station: Station, target: str,

@@ -1,8 +1,8 @@
 """The OCPP 1.6J charge point: one connector, bridged to the charger module over CAN.
 
-Talks OCPP 1.6J to the central system (boot, heartbeat, status, transactions, smart charging,
-meter values, configuration), drives the charger with CAN 0x200/0x201/0x210 and meters the
-current it publishes on 0x300. Transaction messages survive a lost connection and a restart of
+Answers every message of OCPP 1.6J's six feature profiles and the security extension, drives
+the charger with CAN 0x200/0x201/0x210 and meters the current it publishes on 0x300; with
+--api-port a person or a script plugs in, presents idTags and puts in faults over HTTP. Transaction messages survive a lost connection and a restart of
 the charge point itself (OCPP 1.6 §3.7): they are kept in a state file beside the MemoryBank.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import logging
 import signal
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from evsim import cli
 from evsim.bank import MemoryBankError
 from evsim.bank.writer import BankWriter
@@ -20,7 +22,7 @@ from evsim.canbus import bus as canbus
 from evsim.canbus.link import CanLink
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
-from evsim.cp import metering, store
+from evsim.cp import api, metering, store
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
 from evsim.cp.station import Station
@@ -49,7 +51,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         raise cli.SimError(f"MemoryBank: {exc}") from None
     loop = asyncio.get_running_loop()
     station = Station(args.id, state, clock, writer=writer, voltage=args.voltage,
-                      default_limit=args.default_limit, charger_period=args.charger_period)
+                      default_limit=args.default_limit, charger_period=args.charger_period,
+                      files=store.files_path(state_path, args.id))
     try:
         credentials = connect_credentials(args, station)
     except SecurityError as exc:
@@ -59,25 +62,43 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
     station.charger.link = link
     loop.add_signal_handler(signal.SIGUSR1, station.local_stop)
-    writer.event("PROCESS_START", f"cp {args.id} started",
+    cli.announce(writer, f"cp {args.id} started",
                  {"url": args.url, "speed": args.speed, "can": canbus.describe(config),
                   "state": str(state_path)}, args.id)
     log.info("charge point %s -> %s, CAN %s, speed %g, state %s", args.id, args.url,
              canbus.describe(config), args.speed, state_path)
     station.recover()
+    station.security_event("StartupOfTheDevice", f"cp.py {args.id} started")
+    runner = await start_api(station, args.api_port) if args.api_port is not None else None
     supervisor.start(link.run(), "CAN link")
     supervisor.start(keep_connected(station, target, credentials), "connection")
     supervisor.start(metering.run_meter(station), "meter")
     supervisor.start(metering.run_watchdog(station), "watchdog")
+    supervisor.start(metering.run_aligned(station), "clock-aligned meter")
     try:
         await supervisor.stop.wait()
         await station.shut_down(timeout=SHUTDOWN_TIMEOUT_S)
     finally:
+        if runner is not None:
+            await runner.cleanup()
         link.close()
         await supervisor.cancel()
         writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
         writer.close()
         state.close()
+
+
+async def start_api(station: Station, port: int) -> web.AppRunner:
+    """The control API on 127.0.0.1:``port``; a port in use is one line (cli.SimError)."""
+    try:
+        runner = await api.serve_api(station, port)
+    except OSError as exc:
+        raise cli.SimError(f"control API: cannot listen on 127.0.0.1:{port}: "
+                           f"{exc.strerror or exc}") from None
+    log.info("control API on http://127.0.0.1:%d%s", api.bound_port(runner), api.PREFIX)
+    station.event("API_LISTENING", f"control API on 127.0.0.1:{api.bound_port(runner)}",
+                  {"port": api.bound_port(runner)})
+    return runner
 
 
 def connect_credentials(args: argparse.Namespace, station: Station) -> Credentials:
@@ -91,7 +112,15 @@ def connect_credentials(args: argparse.Namespace, station: Station) -> Credentia
                     profile, args.security_profile)
     return credentials(profile, args.url,
                        lambda: station.config.values.get("AuthorizationKey") or initial_key,
-                       args.ca_cert, args.client_cert, args.client_key)
+                       args.ca_cert, args.client_cert, args.client_key,
+                       station.certificates.client_paths)
+
+
+def port_number(text: str) -> int:
+    port = cli.non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--charger-period", type=cli.positive_float, default=CHARGER_PERIOD_S,
                         metavar="S", help="the charger's 0x300 period before --speed; silent "
                                           "for 3 periods means Faulted (default: 1.0)")
+    parser.add_argument("--api-port", type=port_number, metavar="PORT",
+                        help="serve the control API (plug in, present an idTag, ...) on "
+                             "127.0.0.1:PORT, 0 for any free one (default: off)")
     secure = parser.add_argument_group("security (OCPP 1.6 Security Whitepaper profiles 1-3)")
     secure.add_argument("--security-profile", type=int, choices=PROFILES, default=0,
                         help="0: none; 1: HTTP Basic auth; 2: Basic auth over TLS; 3: TLS with "

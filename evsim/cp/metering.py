@@ -1,14 +1,21 @@
-"""What the charge point measures and when: MeterValues readings, and the periodic work that
-takes them and watches the charger."""
+"""What the charge point measures and when: MeterValues readings (the measurands the
+configuration names), the periodic work that takes them (sampled every MeterValueSampleInterval,
+clock-aligned every ClockAlignedDataInterval) and the watchdog of the charger."""
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from evsim.constants import CONNECTOR_ID
+from evsim.cp.outbox import Message
 from evsim.timefmt import ocpp_time
 
 if TYPE_CHECKING:
     from evsim.cp.station import Station
+
+#: The most meter values a StopTransaction's transactionData carries (the latest are kept).
+MAX_TRANSACTION_DATA = 100
 
 
 class Reading(NamedTuple):
@@ -18,18 +25,67 @@ class Reading(NamedTuple):
     value: float
 
 
-def readings(amps: float, voltage: float, energy_wh: float) -> list[Reading]:
-    return [Reading("Current.Import", "A", "current", amps),
-            Reading("Voltage", "V", "voltage", voltage),
-            Reading("Power.Active.Import", "W", "power", amps * voltage),
-            Reading("Energy.Active.Import.Register", "Wh", "energy", energy_wh)]
+def readings(amps: float, voltage: float, energy_wh: float, offered: float | None = None,
+             measurands: list[str] | None = None) -> list[Reading]:
+    """The readings of ``measurands`` (default: current, voltage, power, energy)."""
+    all_readings = [Reading("Current.Import", "A", "current", amps),
+                    Reading("Voltage", "V", "voltage", voltage),
+                    Reading("Power.Active.Import", "W", "power", amps * voltage),
+                    Reading("Energy.Active.Import.Register", "Wh", "energy", energy_wh)]
+    if offered is not None:
+        all_readings += [Reading("Current.Offered", "A", "current_offered", offered),
+                         Reading("Power.Offered", "W", "power_offered", offered * voltage)]
+    if measurands is None:
+        return all_readings[:4]
+    by_name = {r.measurand: r for r in all_readings}
+    return [by_name[m] for m in measurands if m in by_name]
 
 
-def meter_value(moment: datetime, values: list[Reading]) -> dict:
+def meter_value(moment: datetime, values: list[Reading], context: str = "Sample.Periodic"
+                ) -> dict:
     """One MeterValue as OCPP carries it (sampledValue keys in camelCase)."""
     return {"timestamp": ocpp_time(moment),
-            "sampledValue": [{"value": f"{r.value:.1f}", "context": "Sample.Periodic",
+            "sampledValue": [{"value": f"{r.value:.1f}", "context": context,
                               "measurand": r.measurand, "unit": r.unit} for r in values]}
+
+
+def station_readings(station: Station, key: str) -> list[Reading]:
+    return readings(station.meter.amps or 0.0, station.voltage, station.meter.energy_wh,
+                    station.limit_in_force(), station.config.measurands(key))
+
+
+def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
+    """One MeterValues from the latest 0x300 frame (none while the charger is silent), with the
+    measurands of MeterValuesSampledData (MeterValuesAlignedData for Sample.Clock)."""
+    tx = station.transaction
+    if station.meter.amps is None or station.charger.silent or (tx is None and
+                                                                 not station.connected):
+        return
+    now = station.clock.now()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as OCPP carries it
+    aligned = context == "Sample.Clock"
+    values = station_readings(station, "MeterValuesAlignedData" if aligned
+                              else "MeterValuesSampledData")
+    if tx is not None and context != "Trigger":
+        extra = station_readings(station, "StopTxnAlignedData" if aligned else
+                                 "StopTxnSampledData")
+        if extra:
+            tx.data = [*tx.data, meter_value(now, extra, context)][-MAX_TRANSACTION_DATA:]
+    register = {"energy_wh": station.meter.energy_wh, "energy_at": ocpp_time(now)}
+    if not values:
+        station.store.put(station.id, **register)
+        return
+    payload = {"connector_id": CONNECTOR_ID, "meter_value": [meter_value(now, values, context)]}
+    if tx is None:
+        station.store.put(station.id, **register)
+        station.outbox.put(Message("MeterValues", payload))
+    else:
+        stored_id = station.store.queue(station.id, "MeterValues", payload, tx.ref, **register)
+        station.outbox.put(Message("MeterValues", payload, tx.ref, stored_id))
+    if station.writer is not None:  # after the store: what is recorded was queued for sure
+        for reading in values:
+            station.writer.metric(reading.name, round(reading.value, 1), reading.unit,
+                                  station.id, tx.transaction_id if tx else None, now)
 
 
 async def run_meter(station: Station) -> None:
@@ -46,6 +102,21 @@ async def run_meter(station: Station) -> None:
             due += late  # after a stall, skip the missed samples rather than bunch them
         if config["MeterValueSampleInterval"]:
             station.sample()
+
+
+async def run_aligned(station: Station) -> None:
+    """Clock-aligned MeterValues (context Sample.Clock) every ClockAlignedDataInterval
+    simulated seconds, at multiples of it since midnight UTC; while it is 0, none."""
+    clock = station.clock
+    while True:
+        interval = station.config["ClockAlignedDataInterval"]
+        if not interval:
+            await clock.sleep(1)
+            continue
+        sim_now = clock.now().timestamp() * clock.speed
+        await clock.sleep(math.floor(sim_now / interval + 1) * interval - sim_now)
+        if station.config["ClockAlignedDataInterval"] == interval:
+            take_sample(station, "Sample.Clock")
 
 
 async def run_watchdog(station: Station) -> None:

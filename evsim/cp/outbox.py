@@ -24,6 +24,10 @@ from evsim.cp.store import StateStore
 log = logging.getLogger("cp")
 
 
+#: CALLERROR codes that say the central system does not handle the message at all.
+UNSUPPORTED = ("NotImplemented", "NotSupported")
+
+
 class Caller(Protocol):
     async def call(self, payload: Any, suppress: bool = ...) -> Any: ...
 
@@ -43,6 +47,11 @@ class Message:
     tx_ref: int | None = None
     stored_id: int | None = None
     attempts: int = 0
+    reply: asyncio.Future | None = None  # gets the CALLRESULT, or None when there is none
+
+    def resolve(self, result: Any) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_result(result)
 
     @property
     def transactional(self) -> bool:
@@ -89,8 +98,17 @@ class Outbox:
             self.put(Message(row.action, row.payload, row.tx_ref, row.id, row.attempts))
         return len(stored)
 
+    async def ask(self, message: Message) -> Any:
+        """Queue ``message`` and wait for its CALLRESULT; None when it failed or was dropped."""
+        message.reply = asyncio.get_running_loop().create_future()
+        self.put(message)
+        return await message.reply
+
     def went_offline(self) -> None:
         """Keep the transaction messages; the rest is stale once the connection is back."""
+        for message in self.queue:
+            if not message.transactional:
+                message.resolve(None)
         self.queue = deque(message for message in self.queue if message.transactional)
         if not self.queue:
             self._emptied.set()
@@ -117,6 +135,7 @@ class Outbox:
             if request is None:
                 log.warning("%s dropped: its transaction was never given an id", message.action)
                 self._finish(message)
+                message.resolve(None)
                 continue
             try:
                 result = await caller.call(request, suppress=False)
@@ -124,12 +143,15 @@ class Outbox:
                 await self._failed(message, exc)
                 continue
             self._finish(message)
+            message.resolve(result)
             self.answered(message, result)
 
     async def _failed(self, message: Message, exc: BaseException) -> None:
         message.attempts += 1
         reason = str(exc).strip() or type(exc).__name__
-        if message.transactional and message.attempts < self.config["TransactionMessageAttempts"]:
+        unsupported = getattr(exc, "code", None) in UNSUPPORTED  # retrying will not change it
+        if message.transactional and not unsupported and \
+                message.attempts < self.config["TransactionMessageAttempts"]:
             self.store.attempted(message.stored_id, message.attempts)
             delay = self.config["TransactionMessageRetryInterval"] * message.attempts
             log.warning("%s failed (%s); attempt %d in %g s", message.action, reason,
@@ -139,6 +161,7 @@ class Outbox:
         log.error("%s failed (%s); dropped after %d attempt(s)", message.action, reason,
                   message.attempts)
         self._finish(message)
+        message.resolve(None)
         self.answered(message, None)
 
     def _finish(self, message: Message) -> None:

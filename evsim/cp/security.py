@@ -8,6 +8,7 @@ keeps that one in its state file.
 """
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from websockets.headers import build_authorization_basic
 
 from evsim.tls import TlsError, client_context
 
+log = logging.getLogger("cp")
+
 PROFILES = (0, 1, 2, 3)
 
 
@@ -30,14 +33,20 @@ class SecurityError(ValueError):
 
 @dataclass
 class Credentials:
-    """The profile in force and what it needs; ``key()`` gives the AuthorizationKey in force."""
+    """The profile in force and what it needs; ``key()`` gives the AuthorizationKey in force,
+    ``signed()`` the (certificate, key) files the central system signed for it (profile 3), if
+    any: from the next connection on they replace the ones it started with."""
 
     profile: int
     key: Callable[[], str | None]
     ssl: ssl.SSLContext | None = None
+    ca_cert: str | None = None
+    signed: Callable[[], tuple[Any, Any] | None] | None = None
+    _signed_in_use: tuple[Any, Any] | None = None
 
     def connect_options(self, charge_point_id: str) -> dict[str, Any]:
         """Keyword arguments for ``websockets.connect``."""
+        self._take_signed()
         options: dict[str, Any] = {}
         if self.profile in (1, 2):
             key = self.key()
@@ -48,6 +57,17 @@ class Credentials:
         if self.ssl is not None:
             options["ssl"] = self.ssl
         return options
+
+
+    def _take_signed(self) -> None:
+        paths = self.signed() if self.profile == 3 and self.signed is not None else None
+        if not paths or paths == self._signed_in_use:
+            return
+        try:
+            self.ssl = client_context(self.ca_cert, *paths)
+        except TlsError as exc:
+            log.warning("the signed client certificate is not used: %s", exc)
+        self._signed_in_use = paths
 
 
 def read_key(path: str | None) -> str | None:
@@ -64,7 +84,8 @@ def read_key(path: str | None) -> str | None:
 
 
 def credentials(profile: int, url: str, key: Callable[[], str | None], ca_cert: str | None,
-                client_cert: str | None, client_key: str | None) -> Credentials:
+                client_cert: str | None, client_key: str | None,
+                signed: Callable[[], tuple[Any, Any] | None] | None = None) -> Credentials:
     """Check that the options fit the profile, and make the TLS context it needs."""
     if profile not in PROFILES:
         raise SecurityError(f"--security-profile is 0, 1, 2 or 3, got {profile}")
@@ -87,7 +108,7 @@ def credentials(profile: int, url: str, key: Callable[[], str | None], ca_cert: 
                                      client_key if profile == 3 else None)
         except TlsError as exc:
             raise SecurityError(str(exc)) from None
-    return Credentials(profile, key, context)
+    return Credentials(profile, key, context, ca_cert, signed)
 
 
 def refusal(exc: BaseException) -> tuple[str, str] | None:

@@ -15,8 +15,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_NAME = "cp_state.db"
 
@@ -44,6 +46,17 @@ SCHEMA = (
 )
 
 
+def _plain(value: Any) -> Any:
+    """What JSON lacks: the ocpp library's Decimal limits, as floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_plain)
+
+
 class StateError(Exception):
     """The state file cannot be opened or written: one line naming it."""
 
@@ -54,6 +67,12 @@ def default_path(db_path: str | os.PathLike | None) -> Path:
         return Path(os.environ["EV_SIM_CP_STATE"])
     bank = Path(db_path or os.environ.get("EV_SIM_DB") or "ev_charging_memory.db")
     return bank.with_name(DEFAULT_NAME)
+
+
+def files_path(state_path: str | os.PathLike, charge_point_id: str) -> Path:
+    """The folder of a charge point's key and certificates: ``cp_files/<id>`` beside the state
+    file."""
+    return Path(state_path).with_name("cp_files") / quote(charge_point_id, safe="")
 
 
 @dataclass
@@ -81,6 +100,10 @@ class StateStore:
     def __init__(self, path: str | os.PathLike = ":memory:") -> None:
         self.path = str(path)
         try:
+            if self.path != ":memory:" and not os.path.exists(self.path):
+                # it holds the AuthorizationKey: readable by its owner only (SQLite gives its
+                # -wal and -shm files the same mode)
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._conn = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -88,7 +111,7 @@ class StateStore:
             with self.transaction() as conn:
                 for statement in SCHEMA:
                     conn.execute(statement)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StateError(f"charge point state {self.path}: {exc}") from None
 
     @contextmanager
@@ -124,7 +147,7 @@ class StateStore:
     def _put(conn: sqlite3.Connection, charge_point_id: str, values: dict[str, Any]) -> None:
         conn.executemany("INSERT INTO settings (charge_point_id, key, value) VALUES (?, ?, ?) "
                          "ON CONFLICT (charge_point_id, key) DO UPDATE SET value = excluded.value",
-                         [(charge_point_id, key, json.dumps(value)) for key, value in values.items()])
+                         [(charge_point_id, key, dumps(value)) for key, value in values.items()])
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -181,7 +204,7 @@ class StateStore:
                tx_ref: int | None) -> int:
         return conn.execute("INSERT INTO outbox (charge_point_id, action, payload, tx_ref) "
                             "VALUES (?, ?, ?, ?)",
-                            (charge_point_id, action, json.dumps(payload), tx_ref)).lastrowid
+                            (charge_point_id, action, dumps(payload), tx_ref)).lastrowid
 
     def messages(self, charge_point_id: str) -> list[StoredMessage]:
         rows = self._conn.execute("SELECT id, action, payload, tx_ref, attempts FROM outbox "

@@ -1,5 +1,5 @@
-"""OCPP 1.6 charging profiles: build them (central system), validate them and find the limit in
-force (charge point).
+"""OCPP 1.6 charging profiles: build them (central system), validate them, find the limit in
+force and the composite schedule (charge point).
 
 Pure: no I/O; the caller passes "now" and the simulated-time scale, so a schedule's periods elapse
 in simulated seconds (wall seconds x speed) like every other wait of the simulator.
@@ -7,9 +7,10 @@ in simulated seconds (wall seconds x speed) like every other wait of the simulat
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from ocpp.charge_point import camel_to_snake_case
@@ -82,13 +83,32 @@ class ChargingProfile:
             return None
         origin = self.start_schedule if self.kind != "Relative" else None
         origin = origin or transaction_start or now
-        elapsed = (now - origin).total_seconds() * speed
+        elapsed = round((now - origin).total_seconds() * speed, 3)  # µs of wall time rounding
         if self.recurrency:
             elapsed %= RECURRENCY_SECONDS[self.recurrency]
         if elapsed < 0 or (self.duration_s is not None and elapsed >= self.duration_s):
             return None
         limit = [p.limit for p in self.periods if p.start_s <= elapsed][-1]
         return limit if self.unit == "A" else limit / voltage
+
+    def breakpoints(self, now: datetime, horizon_s: float, *, speed: float = 1.0,
+                    transaction_start: Optional[datetime] = None) -> set[int]:
+        """The simulated seconds after ``now`` (within ``horizon_s``) at which this profile's
+        limit may change: period starts, the end of its duration, recurrences, validity."""
+        offsets = [(moment - now).total_seconds() * speed
+                   for moment in (self.valid_from, self.valid_to) if moment]
+        origin = self.start_schedule if self.kind != "Relative" else None
+        elapsed = (now - (origin or transaction_start or now)).total_seconds() * speed
+        starts = [p.start_s for p in self.periods]
+        if self.duration_s is not None:
+            starts.append(self.duration_s)
+        if self.recurrency:
+            every = RECURRENCY_SECONDS[self.recurrency]
+            first, last = math.floor(elapsed / every), math.floor((elapsed + horizon_s) / every)
+            offsets += [k * every + s - elapsed for k in range(first, last + 1) for s in starts]
+        else:
+            offsets += [s - elapsed for s in starts]
+        return {math.ceil(round(t, 3)) for t in offsets if 0 <= t < horizon_s}
 
 
 def parse(data: Mapping[str, Any]) -> ChargingProfile:
@@ -152,6 +172,7 @@ def _check(profile: ChargingProfile) -> None:
 class Installed:
     connector_id: int
     profile: ChargingProfile
+    raw: Optional[dict] = None  # as it came, to be kept in the charge point's state
 
 
 class ProfileStore:
@@ -164,7 +185,8 @@ class ProfileStore:
         self.installed: list[Installed] = []
 
     def install(self, connector_id: int, profile: ChargingProfile,
-                transaction_id: Optional[int] = None, transaction_running: bool = False) -> None:
+                transaction_id: Optional[int] = None, transaction_running: bool = False,
+                raw: Optional[Mapping[str, Any]] = None) -> None:
         """Install ``profile`` (replacing one with its id or its stack level and purpose).
 
         Raises ProfileError when the connector or the transaction does not fit it.
@@ -186,7 +208,8 @@ class ProfileStore:
                 != (profile.stack_level, profile.purpose, connector_id)]
         if len(kept) >= MAX_PROFILES:
             raise ProfileError(f"already {MAX_PROFILES} profiles installed")
-        self.installed = kept + [Installed(connector_id, profile)]
+        self.installed = kept + [Installed(connector_id, profile,
+                                           dict(raw) if raw is not None else None)]
 
     def clear(self, profile_id: Optional[int] = None, connector_id: Optional[int] = None,
               purpose: Optional[str] = None, stack_level: Optional[int] = None) -> int:
@@ -205,12 +228,14 @@ class ProfileStore:
         """A TxProfile lives as long as its transaction."""
         self.clear(purpose="TxProfile")
 
-    def limit(self, now: datetime, transaction_start: Optional[datetime] = None) -> float:
+    def limit(self, now: datetime, transaction_start: Optional[datetime] = None, *,
+              origin: Optional[datetime] = None) -> float:
         """The limit in A in force on connector 1 at ``now``.
 
         The TxProfile of the running transaction wins over the TxDefaultProfile (connector 1
         over connector 0); the highest stack level in force wins within a purpose; a
-        ChargePointMaxProfile caps the result; without any, the default limit.
+        ChargePointMaxProfile caps the result; without any, the default limit. Without a
+        transaction a Relative profile counts from ``origin`` (default: ``now``).
         """
         def top(purpose: str, connectors: tuple[int, ...]) -> Optional[float]:
             for connector in connectors:
@@ -220,7 +245,7 @@ class ProfileStore:
                                     key=lambda p: p.stack_level, reverse=True)
                 for profile in candidates:
                     amps = profile.limit_at(now, speed=self.speed, voltage=self.voltage,
-                                            transaction_start=transaction_start)
+                                            transaction_start=transaction_start or origin)
                     if amps is not None:
                         return amps
             return None
@@ -234,3 +259,24 @@ class ProfileStore:
             amps = self.default_limit
         cap = top("ChargePointMaxProfile", (0,))
         return round(min(amps, cap) if cap is not None else amps, 1)
+
+    def composite(self, now: datetime, duration_s: int, unit: str = "A",
+                  transaction_start: Optional[datetime] = None) -> list[Period]:
+        """The composite schedule from ``now`` for ``duration_s`` simulated seconds: the limit
+        :meth:`limit` puts in force, as periods in ``unit`` (A, or W at the nominal voltage).
+        Without a transaction a Relative profile counts from ``now``."""
+        if unit not in UNITS:
+            raise ProfileError(f"unknown charging rate unit {unit!r}")
+        origin = transaction_start or now
+        points = {0}
+        for installed in self.installed:
+            points |= installed.profile.breakpoints(now, duration_s, speed=self.speed,
+                                                    transaction_start=origin)
+        periods: list[Period] = []
+        for offset in sorted(points):
+            amps = self.limit(now + timedelta(seconds=offset / self.speed), transaction_start,
+                              origin=origin)
+            value = round(amps if unit == "A" else amps * self.voltage, 1)
+            if not periods or periods[-1].limit != value:
+                periods.append(Period(offset, value))
+        return periods
