@@ -300,7 +300,7 @@ wait_started charger
 csms_security=() cp_security=() scheme=ws
 if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_1
   PKI="$workdir/pki"
-  "$PY" -m evsim.secure_site --out "$PKI" --profile "$secure" --charge-point CP_1 || exit 1
+  "$PY" -m evsim.security.site --out "$PKI" --profile "$secure" --charge-point CP_1 || exit 1
   scheme=wss
   csms_security=(--charge-points "$PKI/charge_points.toml" --tls-cert "$PKI/csms.pem"
                  --tls-key "$PKI/csms.key" --tls-client-ca "$PKI/ca.pem"

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from ocpp.v16 import call
 
-from evsim import pki
 from evsim.clock import FakeClock
 from evsim.cp.station import Station
 from evsim.cp.store import StateStore
+from evsim.security import pki
 from evsim.timefmt import ocpp_time
 
 

@@ -15,10 +15,11 @@ from csms_harness import Site
 from ocpp.v16 import call
 from ocpp_helpers import meter_value
 
-from evsim import cli, pki
+from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.csms import actions, control, journal
 from evsim.csms.registry import Station
+from evsim.security import pki
 from evsim.timefmt import ocpp_time
 from evsim.viewer import main as viewer
 

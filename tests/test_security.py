@@ -16,7 +16,6 @@ from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.headers import build_authorization_basic
 
-from evsim import pki, secure_site
 from evsim.bank import MemoryBank
 from evsim.csms.gate import Gate, charge_point_id_of
 from evsim.csms.security import (
@@ -27,6 +26,8 @@ from evsim.csms.security import (
     hash_key,
     verify_key,
 )
+from evsim.security import pki
+from evsim.security import site as secure_site
 
 KEY = "0123456789abcdefXYZ!"
 OTHER_KEY = "a-very-different-key"

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import basic_auth, serve
 from websockets.headers import build_authorization_basic
 
-from evsim import cli, pki, secure_site
+from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.bank.writer import BankWriter
 from evsim.clock import Clock
@@ -24,6 +24,8 @@ from evsim.csms.gate import Gate
 from evsim.csms.security import ChargePointRegistry, Throttle
 from evsim.csms.server import CentralSystem
 from evsim.csms.server import serve as csms_serve
+from evsim.security import pki
+from evsim.security import site as secure_site
 
 KEY = "0123456789abcdefXYZ!"
 NEW_KEY = "fedcba9876543210zyx?"
@@ -192,4 +194,4 @@ async def test_a_refused_charge_point_says_why_and_reports_it_once_it_is_let_in(
                 if "connection to" in line and "refused the credentials (HTTP 401)" in line]
     assert len(refusals) == 1, out  # one line, not one per retry
     assert NEW_KEY not in out
-    assert pki  # certificates come from evsim.pki in the TLS tests
+    assert pki  # certificates come from evsim.security.pki in the TLS tests

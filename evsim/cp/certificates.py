@@ -1,6 +1,6 @@
 """The security extension's certificate management (OCPP 1.6 Security Whitepaper):
 InstallCertificate, GetInstalledCertificateIds, DeleteCertificate for the root certificates, and
-the charge point's own certificate: SignCertificate with a real CSR and key (``evsim.pki``), then
+the charge point's own certificate: SignCertificate with a real CSR and key (``evsim.security.pki``), then
 CertificateSigned.
 
 Installed root certificates are kept in the state file. The charge point's key is written with
@@ -27,9 +27,9 @@ from ocpp.v16.enums import (
     GetInstalledCertificateStatus,
 )
 
-from evsim import pki
 from evsim.cp.config import CERTIFICATE_CHAIN_MAX, CERTIFICATE_STORE_MAX
 from evsim.cp.outbox import Message
+from evsim.security import pki
 
 if TYPE_CHECKING:
     from evsim.cp.station import Station

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import websockets
 from websockets.headers import build_authorization_basic
 
-from evsim.tls import TlsError, client_context
+from evsim.security.tls import TlsError, client_context
 
 log = logging.getLogger("cp")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from evsim import cli
 from evsim.csms.security import ChargePointRegistry, RegistryError, check_key, hash_key
-from evsim.tls import TlsError, server_context
+from evsim.security.tls import TlsError, server_context
 
 log = logging.getLogger("csms")
 

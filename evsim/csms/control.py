@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from aiohttp import web
 
-from evsim import cli, pki
+from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.csms import api, idtags
+from evsim.security import pki
 
 if TYPE_CHECKING:
     from cryptography import x509

@@ -15,7 +15,7 @@ from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
 from evsim.csms.security import ChargePointRegistry, Throttle
-from evsim.tls import peer_common_name
+from evsim.security.tls import peer_common_name
 
 log = logging.getLogger("csms")
 

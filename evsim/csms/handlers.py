@@ -6,7 +6,7 @@ each kind.
 SignCertificate (Security Whitepaper §3.2.3): with a CA (``--ca-cert``/``--ca-key``) the CSR is
 signed at once, answered Accepted, and the certificate sent with CertificateSigned once the
 answer is out; without one, or for a CSR that is not valid or names another charge point than
-the one that sent it, the answer is Rejected. Private keys never leave :mod:`evsim.pki`.
+the one that sent it, the answer is Rejected. Private keys never leave :mod:`evsim.security.pki`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ocpp.messages import CallResult
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
-from evsim import pki
+from evsim.security import pki
 from evsim.timefmt import ocpp_time
 
 if TYPE_CHECKING:

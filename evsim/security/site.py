@@ -2,7 +2,7 @@
 system on 127.0.0.1/localhost, and per charge point a client certificate (profile 3) or a random
 AuthorizationKey (profile 2), with a registry that names them.
 
-    python -m evsim.secure_site --out DIR --profile 3 --charge-point CP_1
+    python -m evsim.security.site --out DIR --profile 3 --charge-point CP_1
 
 Writes ``ca.pem``/``ca.key`` (the central system signs charge points' CSRs with them),
 ``csms.pem``/``csms.key``, ``<id>.pem``/``<id>.key`` or ``<id>.authkey``, and
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evsim import pki
 from evsim.csms.security import hash_key
+from evsim.security import pki
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 
@@ -34,7 +34,7 @@ def make(out: Path, profile: int, charge_points: Sequence[str],
     server_key, server = pki.issue(ca_key, ca, hosts[0], hosts=hosts)
     pki.write(out / "csms.key", server_key)
     pki.write(out / "csms.pem", server)
-    lines = ["# Made by evsim.secure_site: the charge points run_all.sh --secure lets in.", ""]
+    lines = ["# Made by evsim.security.site: the charge points run_all.sh --secure lets in.", ""]
     for charge_point_id in charge_points:
         lines.append(f'[charge_points."{charge_point_id}"]')
         lines.append(f"security_profile = {profile}")
@@ -55,7 +55,7 @@ def make(out: Path, profile: int, charge_points: Sequence[str],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evsim.secure_site",
+    parser = argparse.ArgumentParser(prog="python -m evsim.security.site",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
     parser.add_argument("--profile", type=int, choices=(2, 3), default=3,
