@@ -22,7 +22,8 @@ from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.bank.writer import BankWriter
 from evsim.clock import Clock
-from evsim.csms import control
+from evsim.csms import control, recovery
+from evsim.csms import main as csms_main
 from evsim.csms.server import CentralSystem, serve
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
@@ -159,7 +160,9 @@ class Site:
         self.supervisor = cli.Supervisor()
         self.system = CentralSystem(
             self.writer, self.supervisor, Clock(self.speed),
+            first_transaction_id=csms_main.first_transaction_id(str(self.db_path)),
             id_tags=control.load_id_tags(str(self.db_path), self.id_tags_file), **self.options)
+        recovery.end_left_open(str(self.db_path), self.system.registry)  # as csms.py does
         self.server = await serve(self.system.handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         self.api = await control.start_api(self.system, "127.0.0.1", 0, self.token)

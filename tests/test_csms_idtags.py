@@ -198,8 +198,9 @@ async def authorize(cp, id_tag: str) -> dict:
     return snake_to_camel_case((await cp.call(call.Authorize(id_tag=id_tag))).id_tag_info)
 
 
-async def start(cp, id_tag: str):
-    return await cp.call(call.StartTransaction(connector_id=1, id_tag=id_tag, meter_start=0,
+async def start(cp, id_tag: str, connector_id: int = 1, meter_start: int = 0):
+    return await cp.call(call.StartTransaction(connector_id=connector_id, id_tag=id_tag,
+                                               meter_start=meter_start,
                                                timestamp="2026-01-01T00:00:00Z"))
 
 
@@ -225,7 +226,8 @@ async def test_authorize_and_start_transaction_answer_all_five_statuses(db_path)
         first = await start(cp, "OK")
         assert first.id_tag_info["status"] == "Accepted"
         assert (await authorize(cp, "ok"))["status"] == "ConcurrentTx"
-        second = await start(cp, "OK")
+        assert (await start(cp, "OK")).transaction_id == first.transaction_id  # a repeat
+        second = await start(cp, "OK", connector_id=2)
         assert second.id_tag_info["status"] == "ConcurrentTx"
         assert second.transaction_id != first.transaction_id  # 1.6 gives an id all the same
         stopped = await cp.call(call.StopTransaction(

@@ -193,7 +193,8 @@ def test_csms_restart_mid_transaction_loses_nothing(site):
     assert site.ended_session() is None
 
     site.csms("--scenario", "none")
-    ended = wait_for(site.ended_session, timeout=20, message="the queued StopTransaction")
+    ended = wait_for(lambda: (s := site.ended_session()) and s["stop_reason"] == "Local" and s,
+                     timeout=20, message="the queued StopTransaction")
     assert (ended["transaction_id"], ended["stop_reason"]) == (transaction_id, "Local")
     assert ended["meter_stop_wh"] > ended["meter_start_wh"] and ended["energy_wh"] > 0
     with site.bank() as bank:

@@ -234,6 +234,15 @@ class MemoryBank:
         return self._select("sessions", equal={"charge_point_id": charge_point_id},
                             since=since, limit=limit)
 
+    def open_sessions(self) -> list[dict]:
+        """The sessions not ended, oldest first."""
+        def read(conn: sqlite3.Connection) -> list[dict]:
+            cursor = conn.execute("SELECT * FROM sessions WHERE end_time IS NULL "
+                                  "ORDER BY start_time, id")
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor]
+        return self.connection.read(read)
+
     def max_transaction_id(self) -> Optional[int]:
         """The highest integer transaction id of any session (ids stored as text are not
         numbers to count on), or None: where a central system goes on numbering."""

@@ -19,7 +19,7 @@ from evsim.bank import MemoryBank, MemoryBankError
 from evsim.bank.writer import BankWriter
 from evsim.clock import Clock
 from evsim.constants import DEFAULT_CSMS_PORT
-from evsim.csms import access, control
+from evsim.csms import access, control, recovery
 from evsim.csms.gate import Gate
 from evsim.csms.scenario import ID_TAG, SCENARIOS
 from evsim.csms.security import ChargePointRegistry, Throttle
@@ -49,6 +49,7 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
                                None if args.scenario == "none" else ID_TAG),
                            ca=control.certificate_authority(args))
     system.security = registry
+    recovery.end_left_open(args.db, system.registry)
     server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate)
     port = server.sockets[0].getsockname()[1]
     try:

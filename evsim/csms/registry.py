@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -25,6 +25,8 @@ FINISHED_KEPT = 32
 #: connector; more only if it lost track of one).
 OPEN_KEPT = 8
 MAX_STATIONS = 10_000
+#: StartTransactions remembered per charge point, to answer a repeated one with the same id.
+STARTS_KEPT = 16
 
 #: What a StopTransaction means for the record: a session to close, one closed already, or a
 #: transaction this central system did not start for that charge point.
@@ -79,6 +81,8 @@ class Station:
     reports: dict[str, dict] = field(default_factory=dict)
     last_message: Optional[dict] = None
     paused: bool = False
+    starts: OrderedDict = field(default_factory=OrderedDict)
+    on_connector: dict[int, int] = field(default_factory=dict)
 
     def knows_connector(self, connector_id: int) -> bool:
         """Whether a transaction may run on ``connector_id``: 1 or more, and one the charge
@@ -147,12 +151,34 @@ class Registry:
             self._stations[station.id] = self._stations.pop(station.id)
         return True
 
-    def start_transaction(self, station: Station) -> int:
-        """A new transaction id, unique across restarts; it is the charge point's transaction."""
+    def start_transaction(self, station: Station, connector_id: int = 1) -> int:
+        """A new transaction id, unique across restarts; it is the charge point's transaction
+        on ``connector_id``."""
         transaction_id = next(self._transaction_ids)
         station.open.add(transaction_id)
         station.transaction_id = transaction_id
+        station.on_connector[connector_id] = transaction_id
         return transaction_id
+
+    @staticmethod
+    def remember_start(station: Station, start: Hashable, answer: Any) -> None:
+        """The answer given to a StartTransaction, by what identifies it (charge point, idTag,
+        meterStart, timestamp), for :meth:`repeated_start`."""
+        station.starts[start] = answer
+        while len(station.starts) > STARTS_KEPT:
+            station.starts.popitem(last=False)
+
+    @staticmethod
+    def repeated_start(station: Station, start: Hashable) -> Any:
+        """The answer already given to this very StartTransaction (its answer was lost, or the
+        central system restarted after recording it), or None."""
+        return station.starts.get(start)
+
+    @staticmethod
+    def open_on(station: Station, connector_id: int) -> Optional[int]:
+        """The transaction still open on ``connector_id``, which a new start there replaces."""
+        transaction_id = station.on_connector.get(connector_id)
+        return transaction_id if transaction_id in station.open else None
 
     def stop_transaction(self, station: Station, transaction_id: int) -> str:
         """Whether a StopTransaction closes a session (:data:`STOP_RECORD`): one for a
@@ -160,6 +186,9 @@ class Registry:
         ``first_transaction_id``, whose session the MemoryBank has)."""
         if station.transaction_id == transaction_id:
             station.transaction_id = None
+        for connector_id, open_id in list(station.on_connector.items()):
+            if open_id == transaction_id:
+                del station.on_connector[connector_id]
         if transaction_id in station.finished:
             return STOP_REPEATED
         if transaction_id in station.open:

@@ -40,11 +40,14 @@ from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Regist
 from evsim.csms.scenario import ScenarioRunner
 from evsim.csms.security import ChargePointRegistry
 from evsim.ocpp16 import endpoint as ocpp16
-from evsim.timefmt import ocpp_time, parse_ocpp_time
+from evsim.timefmt import format_timestamp, ocpp_time, parse_ocpp_time
 
 log = logging.getLogger("csms")
 
-STOP_REASON = "Local"  # OCPP 1.6: a StopTransaction without a reason means Local
+STOP_REASON = "Local"
+#: The stop reason of a session the central system ends itself (not OCPP's: no charge point
+#: said so) because a new transaction started on its connector.
+REPLACED_REASON = "ReplacedByNewTransaction"  # OCPP 1.6: a StopTransaction without a reason means Local
 
 
 class CentralSystem:
@@ -207,22 +210,47 @@ class CentralSystem:
         """A new transaction id (OCPP 1.6 gives one even to a refused start), and its session
         opened; the id tag answers from the list, Invalid on a connector the charge point does
         not have."""
-        charge_point_id = endpoint.id
+        charge_point_id, station = endpoint.id, endpoint.station
+        start = self._time_or_now(timestamp)
+        key = (connector_id, id_tag, meter_start, format_timestamp(start))
+        repeated = (self.registry.repeated_start(station, key)  # known to a crashed run: no
+                    or self.registry.repeated_start(station, (None, *key[1:])))  # connector
+        if repeated is not None:
+            transaction_id, info = repeated
+            log.info("%s: StartTransaction repeated: transaction %d again, no second session",
+                     charge_point_id, transaction_id)
+            return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info=info)
+        replaced = self.registry.open_on(station, connector_id)
+        if replaced is not None:
+            self._end_replaced(endpoint, replaced, connector_id, start)
         info = self.id_tag_info(id_tag)
-        if not endpoint.station.knows_connector(connector_id):
+        if not station.knows_connector(connector_id):
             log.warning("%s: StartTransaction on connector %s, which it has not reported",
                         charge_point_id, connector_id)
             info = {"status": AuthorizationStatus.invalid}
-        transaction_id = self.registry.start_transaction(endpoint.station)
+        transaction_id = self.registry.start_transaction(station, connector_id)
+        self.registry.remember_start(station, key, (transaction_id, info))
         if info["status"] == AuthorizationStatus.accepted:
             self.open_tags.opened(transaction_id, id_tag)
-        start = self._time_or_now(timestamp)
         self.writer.call(lambda bank: bank.start_session(
             charge_point_id, transaction_id, start_time=start, meter_start_wh=meter_start,
             id_tag=id_tag))
         log.info("%s: transaction %d started (meter %d Wh, id tag %s)", charge_point_id,
                  transaction_id, meter_start, info["status"])
         return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info=info)
+
+    def _end_replaced(self, endpoint: CsmsEndpoint, transaction_id: int, connector_id: int,
+                      at: datetime) -> None:
+        """A new start on a connector whose transaction never stopped: that session ends now,
+        ended by the central system, so that none stays open forever. Should its own
+        StopTransaction come after all, it is recorded over this end."""
+        log.warning("%s: transaction %d was still open on connector %d: ended (%s)",
+                    endpoint.id, transaction_id, connector_id, REPLACED_REASON)
+        endpoint.station.on_connector.pop(connector_id, None)
+        self.open_tags.closed(transaction_id)
+        charge_point_id = endpoint.id
+        self.writer.call(lambda bank: bank.end_session(
+            charge_point_id, transaction_id, end_time=at, stop_reason=REPLACED_REASON))
 
     def stop_transaction(self, endpoint: CsmsEndpoint, transaction_id: int, meter_stop: int,
                          timestamp: str, reason: Optional[str], id_tag: Optional[str] = None,
