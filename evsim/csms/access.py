@@ -12,6 +12,7 @@ from typing import Any
 
 from evsim import cli
 from evsim.csms.security import ChargePointRegistry, RegistryError, check_key, hash_key
+from evsim.csms.server import MAX_FRAME_BYTES
 from evsim.security.tls import TlsError, server_context
 
 log = logging.getLogger("csms")
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     group.add_argument("--tls-client-ca", metavar="PEM",
                        help="ask charge points for a certificate issued by this CA (profile 3)")
+    group.add_argument("--max-frame-bytes", type=cli.non_negative_int, default=MAX_FRAME_BYTES,
+                       metavar="N", help="a frame above N bytes ends its connection with close "
+                                         f"code 1009 and is not stored (default: {MAX_FRAME_BYTES})")
     group.add_argument("--refusal-delay", type=cli.non_negative_float, default=0.5, metavar="S",
                        help="wall seconds before the first refusal to an address is answered; "
                             "doubles with each further one, up to 8 s (default: 0.5)")

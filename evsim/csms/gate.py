@@ -33,9 +33,25 @@ def peer_of(connection: ServerConnection) -> str:
     return "{}:{}".format(*address[:2]) if address else "?"
 
 
+MAX_ID_LENGTH = 48
+
+
+def bad_id(charge_point_id: str) -> tuple[http.HTTPStatus, str] | None:
+    """A charge point id the central system will not take: empty, longer than 48 characters,
+    or with a character that is not printable (a newline would forge log lines)."""
+    if not charge_point_id:
+        return http.HTTPStatus.BAD_REQUEST, "no charge point id at the end of the URL"
+    if len(charge_point_id) > MAX_ID_LENGTH:
+        return http.HTTPStatus.BAD_REQUEST, f"a charge point id longer than {MAX_ID_LENGTH}"
+    if not charge_point_id.isprintable() or "/" in charge_point_id:
+        return http.HTTPStatus.BAD_REQUEST, "a charge point id with a character not allowed"
+    return None
+
+
 class Gate:
-    """Lets a charge point in (None) or answers 404/401 with nothing else, after a delay that
-    grows with the refusals its address has had."""
+    """Lets a charge point in (None) or answers 400 (an id it will not take), 404 or 401 with
+    nothing else, after a delay that grows with the refusals its address has had. Without a
+    registry only the id is checked."""
 
     def __init__(self, registry: ChargePointRegistry | None, on_refused: OnRefused,
                  throttle: Throttle | None = None,
@@ -46,13 +62,15 @@ class Gate:
         self.sleep = sleep
 
     async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.registry is None:
-            return None
         charge_point_id = charge_point_id_of(request.path)
         peer = peer_of(connection)
         host = peer.rsplit(":", 1)[0]
-        refusal = self.check(charge_point_id, request.headers,
-                             peer_common_name(connection.transport))
+        refusal = bad_id(charge_point_id)
+        if refusal is None and self.registry is None:
+            return None
+        if refusal is None:
+            refusal = self.check(charge_point_id, request.headers,
+                                 peer_common_name(connection.transport))
         if refusal is None:
             self.throttle.succeeded(host)
             return None

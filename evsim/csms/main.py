@@ -8,6 +8,7 @@ fluctuation, and records messages, metrics, sessions and anomalies in the Memory
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -23,9 +24,11 @@ from evsim.csms import access, control, recovery
 from evsim.csms.gate import Gate
 from evsim.csms.scenario import ID_TAG, SCENARIOS
 from evsim.csms.security import ChargePointRegistry, Throttle
-from evsim.csms.server import CentralSystem, serve
+from evsim.csms.server import MAX_FRAME_BYTES, CentralSystem, serve
 
 log = logging.getLogger("csms")
+
+CLOSE_TIMEOUT_S = 2.0
 
 
 def first_transaction_id(path: Optional[str]) -> int:
@@ -50,7 +53,8 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
                            ca=control.certificate_authority(args))
     system.security = registry
     recovery.end_left_open(args.db, system.registry)
-    server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate)
+    server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate,
+                         max_frame_bytes=getattr(args, "max_frame_bytes", MAX_FRAME_BYTES))
     port = server.sockets[0].getsockname()[1]
     try:
         api = await control.start_api(system, args.host, getattr(args, "api_port", "off"),
@@ -78,7 +82,10 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
         for station in system.registry:
             system.stop_scenario(station)
         server.close()
-        await server.wait_closed()
+        try:  # a client stalled in its handshake must not hold the stop for its whole timeout
+            await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("stopped without waiting for connections still opening")
         system.shutdown()
         writer.event("PROCESS_STOP", "csms stopped")
 

@@ -308,15 +308,23 @@ def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optio
     return ocpp16.SUBPROTOCOL if ocpp16.SUBPROTOCOL in offered else None
 
 
+#: Frames above this many bytes end the connection with close code 1009 and are never read
+#: whole, let alone stored (an OCPP 1.6 message is a few kB).
+MAX_FRAME_BYTES = 65536
+
+
 async def serve(handler: Callable[[ServerConnection], Awaitable[None]], host: str,
                 port: int, ssl: SSLContext | None = None,
-                process_request: Callable | None = None) -> Server:
+                process_request: Callable | None = None,
+                max_frame_bytes: int = MAX_FRAME_BYTES) -> Server:
     """Listen for charge points (with ``ssl``, on wss://; ``process_request`` checks each
-    upgrade); a port in use or an address that cannot be bound is one line (cli.SimError)."""
+    upgrade); a port in use or an address that cannot be bound is one line (cli.SimError).
+    A client that does not finish its handshake in 10 s is dropped."""
     try:
         return await websockets_serve(handler, host, port, subprotocols=[ocpp16.SUBPROTOCOL],
                                       select_subprotocol=select_ocpp16, compression=None,
-                                      ssl=ssl, process_request=process_request)
+                                      ssl=ssl, process_request=process_request,
+                                      max_size=max_frame_bytes, open_timeout=10)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise cli.SimError(f"port {port} on {host} is in use") from None
