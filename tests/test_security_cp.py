@@ -195,3 +195,38 @@ async def test_a_refused_charge_point_says_why_and_reports_it_once_it_is_let_in(
     assert len(refusals) == 1, out  # one line, not one per retry
     assert NEW_KEY not in out
     assert pki  # certificates come from evsim.security.pki in the TLS tests
+
+
+async def test_the_id_the_gate_checked_is_the_id_that_is_served(tmp_path, db_path):
+    """A query string cannot make the connection another charge point than the one whose
+    credentials were checked."""
+    async with InProcessCsms(tmp_path, db_path) as csms:
+        headers = {"Authorization": build_authorization_basic("CP_1", KEY)}
+        async with connect(f"ws://127.0.0.1:{csms.port}/CP_1?/CP_X", subprotocols=["ocpp1.6"],
+                           additional_headers=headers):
+            await until(csms.link, timeout=30, message="CP_1 connected")
+            assert csms.system.registry.get("CP_X") is None
+
+
+async def test_keys_are_hashed_off_the_event_loop(tmp_path, db_path, monkeypatch):
+    import threading
+
+    from evsim.csms import security
+    threads: list[str] = []
+    verify = security.verify_key
+
+    def recording(key, stored):
+        threads.append(threading.current_thread().name)
+        return verify(key, stored)
+    monkeypatch.setattr(security, "verify_key", recording)
+    async with InProcessCsms(tmp_path, db_path) as csms:
+        for key in ("wrong-key-number-1", "wrong-key-number-1", KEY, KEY):
+            headers = {"Authorization": build_authorization_basic("CP_1", key)}
+            try:
+                async with connect(f"ws://127.0.0.1:{csms.port}/CP_1",
+                                   subprotocols=["ocpp1.6"], additional_headers=headers):
+                    pass
+            except Exception:  # noqa: BLE001 - the wrong key is refused
+                pass
+    assert len(threads) == 2  # once per distinct key: a repeated one is remembered
+    assert threading.main_thread().name not in threads

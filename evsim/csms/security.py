@@ -86,7 +86,7 @@ class ChargePointRegistry:
                  keys_path: Path | None = None) -> None:
         self.charge_points = charge_points
         self.keys_path = keys_path
-        self._verified: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._verified: OrderedDict[tuple[str, bytes], bool] = OrderedDict()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ChargePointRegistry:
@@ -131,22 +131,30 @@ class ChargePointRegistry:
     def needs_tls(self) -> bool:
         return any(cp.security_profile >= 2 for cp in self.charge_points.values())
 
-    def check_key(self, charge_point_id: str, key: str) -> bool:
-        """Whether ``key`` is the charge point's. A key that matched once is remembered (as a
-        digest) so that a reconnecting fleet does not cost a PBKDF2 each time."""
+    def _memo(self, charge_point_id: str, key: str) -> tuple[str, bytes] | None:
         known = self.charge_points.get(charge_point_id)
         if known is None or known.key_hash is None:
+            return None
+        return charge_point_id, hashlib.sha256(f"{known.key_hash}\0{key}".encode(
+            errors="surrogateescape")).digest()
+
+    def needs_hashing(self, charge_point_id: str, key: str) -> bool:
+        """Whether :meth:`check_key` would have to run PBKDF2 (some 20 ms of CPU) for this."""
+        memo = self._memo(charge_point_id, key)
+        return memo is not None and memo not in self._verified
+
+    def check_key(self, charge_point_id: str, key: str) -> bool:
+        """Whether ``key`` is the charge point's. The outcome is remembered (as a digest, for
+        the key in force) so that a reconnecting fleet, or a client repeating a wrong key, does
+        not cost a PBKDF2 each time."""
+        memo = self._memo(charge_point_id, key)
+        if memo is None:
             return False
-        memo = (charge_point_id, hashlib.sha256(f"{known.key_hash}\0{key}".encode(
-            errors="surrogateescape")).digest())
-        if memo in self._verified:
-            return True
-        if not verify_key(key, known.key_hash):
-            return False
-        self._verified[memo] = None
-        while len(self._verified) > 10_000:
-            self._verified.popitem(last=False)
-        return True
+        if memo not in self._verified:
+            self._verified[memo] = verify_key(key, self.charge_points[charge_point_id].key_hash)
+            while len(self._verified) > 10_000:
+                self._verified.popitem(last=False)
+        return self._verified[memo]
 
     def set_key(self, charge_point_id: str, key: str) -> None:
         """The key the registry expects from now on, kept (hashed) across restarts. KeyError for
@@ -205,6 +213,12 @@ class Throttle:
         while len(self._failures) > self.size:
             self._failures.popitem(last=False)
         return min(self.cap, self.base * 2 ** (failures - 1)) if self.base > 0 else 0.0
+
+    def current(self, address: str) -> float:
+        """The delay the refusals this address has had so far earned (0 for none)."""
+        failures = self._failures.get(address, 0)
+        return min(self.cap, self.base * 2 ** (failures - 1)) if failures and self.base > 0 \
+            else 0.0
 
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)

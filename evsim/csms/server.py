@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import partial
 from ssl import SSLContext
 from typing import Any, Optional
-from urllib.parse import unquote
 
 import websockets
 from ocpp.v16 import call_result
@@ -26,6 +25,7 @@ from evsim import cli
 from evsim.clock import Clock
 from evsim.constants import RESPONSE_TIMEOUT_S
 from evsim.csms.endpoint import CsmsEndpoint, ScenarioLink
+from evsim.csms.gate import charge_point_id_of
 from evsim.csms.handlers import Handlers
 from evsim.csms.idtags import IdTagList, OpenTransactions
 from evsim.csms.journal import Journal
@@ -91,7 +91,7 @@ class CentralSystem:
 
     async def handle(self, connection: ServerConnection) -> None:
         """One WebSocket connection: a charge point, from handshake to close."""
-        charge_point_id = unquote(connection.request.path.rstrip("/").rsplit("/", 1)[-1])
+        charge_point_id = charge_point_id_of(connection.request.path)  # as the gate read it
         peer = "{}:{}".format(*connection.remote_address[:2])
         if connection.subprotocol != ocpp16.SUBPROTOCOL:
             log.warning("%s: closed a connection without the ocpp1.6 subprotocol", peer)
