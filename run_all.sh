@@ -300,7 +300,8 @@ wait_started charger
 csms_security=() cp_security=() scheme=ws
 if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_1
   PKI="$workdir/pki"
-  "$PY" -m evsim.security.site --out "$PKI" --profile "$secure" --charge-point CP_1 || exit 1
+  "$PY" -m evsim.security.site --out "$PKI" --profile "$secure" --charge-point CP_1 > /dev/null ||
+    fail_start pki "could not be made in $PKI"
   scheme=wss
   csms_security=(--charge-points "$PKI/charge_points.toml" --tls-cert "$PKI/csms.pem"
                  --tls-key "$PKI/csms.key" --tls-client-ca "$PKI/ca.pem"

@@ -183,10 +183,11 @@ class Site:
         assert failure is None
 
     async def request(self, method: str, path: str, body: Any = None, *, raw: Optional[str] = None,
-                      token: Optional[str] = None) -> tuple[int, Any]:
+                      token: Optional[str] = None,
+                      headers: Optional[dict] = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON answer); ``token`` defaults to the site's."""
         token = self.token if token is None else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
         data = raw if raw is not None else (None if body is None else json.dumps(body))
         async with self.http.request(method, "/api/v1" + path, data=data,
                                      headers=headers) as response:

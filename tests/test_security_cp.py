@@ -193,6 +193,13 @@ async def test_a_refused_charge_point_says_why_and_reports_it_once_it_is_let_in(
     refusals = [line for line in out.splitlines()
                 if "connection to" in line and "refused the credentials (HTTP 401)" in line]
     assert len(refusals) == 1, out  # one line, not one per retry
+    with MemoryBank(db_path, readonly=True) as bank:
+        notified = [e for e in bank.get_recent_events(None, {
+            "event_type": "OCPP_MESSAGE", "source": "csms", "charge_point_id": "CP_1"})
+            if e["data"]["action"] == "SecurityEventNotification"
+            and e["data"]["message_type"] == "CALL"
+            and e["data"]["payload"]["type"] == "FailedToAuthenticateAtCentralSystem"]
+    assert len(notified) == 1  # one notification for the outage, not one per refused retry
     assert NEW_KEY not in out
     assert pki  # certificates come from evsim.security.pki in the TLS tests
 

@@ -8,7 +8,6 @@ an API_CALL event in the MemoryBank and one log line.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from aiohttp import web
 from evsim.constants import CONNECTOR_ID
 from evsim.cp.local import Conflict
 from evsim.cp.state import snapshot
+from evsim.http import Refusal, answer, check_not_a_web_page, http_reason, read_json
 
 if TYPE_CHECKING:
     from evsim.cp.station import Station
@@ -30,14 +30,6 @@ RECORD = web.RequestKey("record", dict)
 MAX_BODY = 16 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Refusal(Exception):
-    """An answer other than 200: HTTP status, the ``status`` word and its one-line reason."""
-
-    def __init__(self, http_status: int, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.http_status, self.status, self.reason = http_status, status, reason
 
 
 def create_app(station: Station) -> web.Application:
@@ -64,15 +56,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     record: dict[str, Any] = {}
     request[RECORD] = record
     try:
+        check_not_a_web_page(request, loopback_only=True)
         response = await handler(request)
     except Refusal as refusal:
         response = answer({"status": refusal.status, "reason": refusal.reason},
                           refusal.http_status)
         record["reason"] = refusal.reason
     except web.HTTPException as exc:  # aiohttp's own: no such route, method, body too large
-        reason = (f"no such route: {request.path}" if exc.status == 404 else
-                  f"{request.method} is not allowed on {request.path}" if exc.status == 405
-                  else exc.reason)
+        reason = http_reason(request, exc, PREFIX)
         response = answer({"status": "error", "reason": reason}, exc.status)
         record["reason"] = reason
     except Exception as exc:  # noqa: BLE001 - one line to the client and the log, never a trace
@@ -88,10 +79,6 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def answer(body: dict[str, Any], http_status: int = 200) -> web.Response:
-    return web.json_response(body, status=http_status)
-
-
 async def state(request: web.Request) -> web.Response:
     return answer(snapshot(request.app[STATION]))
 
@@ -102,18 +89,8 @@ def field(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def body_of(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
-    if not text.strip():
-        return {}
-    try:
-        body = json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise Refusal(400, "bad-request", f"the body is not JSON: {exc}") from None
+    body = await read_json(request, empty={})
     if not isinstance(body, dict):
         raise Refusal(400, "bad-request", "the body must be a JSON object")
     return body

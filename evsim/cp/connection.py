@@ -132,6 +132,7 @@ async def keep_connected(station: Station, target: str,
     ``credentials`` add the security profile's authentication and TLS."""
     backoff = Backoff()
     failures = 0
+    reported = None
     while True:
         options = credentials.connect_options(station.id) if credentials else {}
         try:
@@ -143,6 +144,7 @@ async def keep_connected(station: Station, target: str,
                 station.event("CONNECTED", f"{station.id} connected to {target}")
                 backoff.reset()
                 failures = 0
+                reported = None
                 try:
                     await serve_connection(station, connection)
                 finally:
@@ -152,7 +154,8 @@ async def keep_connected(station: Station, target: str,
             failures += 1
             delay = backoff.next()
             refused = security.refusal(exc)
-            if refused is not None:
+            if refused is not None and refused != reported:  # once an outage, not each retry
+                reported = refused
                 reason, event_type = refused
                 station.event("SECURITY", f"{station.id}: {reason}", {"type": event_type})
                 station.security_event(event_type, reason)

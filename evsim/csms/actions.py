@@ -17,6 +17,8 @@ from jsonschema.exceptions import ValidationError as SchemaValidationError
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, validate_payload
 
+from evsim.ocpp16 import endpoint as ocpp16
+
 OCPP_VERSION = "1.6"
 REASON_CHARS = 300
 
@@ -41,6 +43,7 @@ CHARGE_POINT_MESSAGES = (
     "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StartTransaction",
     "StatusNotification", "StopTransaction", "LogStatusNotification",
     "SecurityEventNotification", "SignCertificate", "SignedFirmwareStatusNotification")
+
 
 
 def kebab(action: str) -> str:
@@ -81,7 +84,16 @@ async def _check(message: Call | CallResult) -> None:
     try:
         await validate_payload(message, OCPP_VERSION)
     except OCPPError as exc:
-        raise SchemaError(reason(exc)) from None
+        raise SchemaError(_without_secrets(reason(exc), message.payload)) from None
+    except Exception as exc:  # noqa: BLE001 - the library's own failure on a value (1e300)
+        raise SchemaError(f"a value the schema cannot check: {type(exc).__name__}") from None
+
+
+def _without_secrets(text: str, payload: dict) -> str:
+    """A schema error repeats the value it found wrong: not when that may be a secret key."""
+    if ocpp16.redact(payload) != payload:
+        return "the value of a secret configuration key breaks the schema (not shown)"
+    return text
 
 
 def reason(error: OCPPError) -> str:

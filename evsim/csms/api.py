@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional
@@ -21,6 +20,7 @@ from ocpp.messages import CallResult
 
 from evsim.csms import actions, idtags
 from evsim.csms.openapi import document
+from evsim.http import Refusal, answer, check_not_a_web_page, http_reason, read_json
 from evsim.ocpp16.endpoint import redact
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ PREFIX = "/api/v1"
 SYSTEM = web.AppKey("system", Any)
 TOKEN = web.AppKey("token", Any)
 RECORD = web.RequestKey("record", dict)
+LOOPBACK = web.AppKey("loopback", bool)
 MAX_BODY = 256 * 1024
 #: Seconds to wait for the MemoryBank to confirm an id-tag change.
 BANK_TIMEOUT = 10.0
@@ -40,22 +41,12 @@ BANK_TIMEOUT = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Refusal(Exception):
-    """An answer other than 200: HTTP status, the ``status`` word and its one-line reason."""
-
-    def __init__(self, http_status: int, status: str, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.http_status, self.status, self.reason, self.extra = http_status, status, reason, extra
-
-
-def answer(body: dict[str, Any], http_status: int = 200) -> web.Response:
-    return web.json_response(body, status=http_status)
-
-
-def create_app(system: CentralSystem, token: Optional[str] = None) -> web.Application:
-    """The API of ``system``; with ``token``, every request needs ``Authorization: Bearer``."""
+def create_app(system: CentralSystem, token: Optional[str] = None,
+               loopback_only: bool = True) -> web.Application:
+    """The API of ``system``; with ``token``, every request needs ``Authorization: Bearer``;
+    ``loopback_only``: it listens on loopback, so a Host that is not is a rebound web page."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
-    app[SYSTEM], app[TOKEN] = system, token or None
+    app[SYSTEM], app[TOKEN], app[LOOPBACK] = system, token or None, loopback_only
     cp = PREFIX + "/charge-points/{id}"
     app.router.add_get(PREFIX + "/openapi.json", openapi)
     app.router.add_get(PREFIX + "/charge-points", charge_points)
@@ -78,6 +69,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     system: CentralSystem = request.app[SYSTEM]
     request[RECORD] = {}
     try:
+        check_not_a_web_page(request, request.app[LOOPBACK])
         if not authorized(request):
             raise Refusal(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header "
                                                "is required")
@@ -87,7 +79,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                           refusal.http_status)
         request[RECORD]["reason"] = refusal.reason
     except web.HTTPException as exc:  # aiohttp's own: no such route, method, body too large
-        reason = _http_reason(request, exc)
+        reason = http_reason(request, exc, PREFIX)
         response = answer({"status": "error", "reason": reason}, exc.status)
         request[RECORD]["reason"] = reason
     except Exception as exc:  # noqa: BLE001 - one line to the client and the log, never a trace
@@ -112,29 +104,6 @@ def authorized(request: web.Request) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                               token.encode())
-
-
-def _http_reason(request: web.Request, exc: web.HTTPException) -> str:
-    if exc.status == 404:
-        return f"no such route: {request.path} (see {PREFIX}/openapi.json)"
-    if exc.status == 405:
-        return f"{request.method} is not allowed on {request.path}"
-    return exc.reason
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def body_of(request: web.Request, empty: Any = None) -> Any:
-    """The JSON body (NaN and Infinity are not JSON); ``empty`` for none."""
-    text = await request.text()
-    if not text.strip():
-        return empty
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise Refusal(400, "bad-request", f"the body is not JSON: {exc}") from None
 
 
 # -- charge points --------------------------------------------------------------------------------
@@ -196,7 +165,7 @@ async def send(request: web.Request) -> web.Response:
     if action is None:
         raise Refusal(404, "unknown-action", f"{name!r} is not a message the central system "
                                              f"sends (see {PREFIX}/openapi.json)")
-    payload = await body_of(request, empty={})
+    payload = await read_json(request, empty={})
     record = request[RECORD]
     record.update(action=action, request=redact(payload))
     try:
@@ -235,7 +204,7 @@ async def authorization_key(request: web.Request) -> web.Response:
     test of what happens when the two disagree); the key is never recorded."""
     system: CentralSystem = request.app[SYSTEM]
     charge_point_id = request.match_info["id"]
-    body = await body_of(request)
+    body = await read_json(request)
     if not isinstance(body, dict) or set(body) != {"authorizationKey"}:
         raise Refusal(400, "bad-request", 'the body is {"authorizationKey": "<key>"}')
     security = getattr(system, "security", None)
@@ -275,7 +244,7 @@ async def put_id_tag(request: web.Request) -> web.Response:
     """Create or change a tag: stored in the MemoryBank first, then in force."""
     system: CentralSystem = request.app[SYSTEM]
     name = request.match_info["idTag"]
-    body = await body_of(request, empty={})
+    body = await read_json(request, empty={})
     request[RECORD]["request"] = body
     current = system.id_tags.get(name)
     try:

@@ -14,6 +14,7 @@ from aiohttp import web
 from evsim import cli
 from evsim.bank import MemoryBank
 from evsim.csms import api, idtags
+from evsim.http import is_loopback
 from evsim.security import pki
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class PortTaken(Exception):
 
 async def _serve_api(system: CentralSystem, host: str, port: int,
                      token: Optional[str]) -> web.AppRunner:
-    runner = web.AppRunner(api.create_app(system, token), access_log=None,
+    runner = web.AppRunner(api.create_app(system, token, loopback_only=is_loopback(host)), access_log=None,
                            shutdown_timeout=API_SHUTDOWN_S)
     await runner.setup()
     try:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csms")
 
+#: Connectors a charge point may report; what it says of more is not kept.
+MAX_CONNECTORS = 32
+
 
 class Handlers:
     """``ca`` is (key, certificate) of the CA that signs charge points' CSRs, or None."""
@@ -47,7 +50,12 @@ class Handlers:
 
     def status_notification(self, endpoint: CsmsEndpoint, connector_id: int, error_code: str,
                             status: str, **fields: Any) -> call_result.StatusNotification:
-        """Connector 0 is the charge point as a whole (OCPP 1.6 §4.9); every one is kept."""
+        """Connector 0 is the charge point as a whole (OCPP 1.6 §4.9); every one is kept, up
+        to MAX_CONNECTORS of them (an id beyond is answered and logged, not kept)."""
+        if not 0 <= connector_id <= MAX_CONNECTORS:
+            log.warning("%s: StatusNotification for connector %s ignored: at most %d",
+                        endpoint.id, connector_id, MAX_CONNECTORS)
+            return call_result.StatusNotification()
         endpoint.station.connectors[connector_id] = {
             "status": status, "errorCode": error_code, **snake_to_camel_case(fields),
             "at": self._now()}
