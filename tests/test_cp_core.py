@@ -10,6 +10,9 @@ from ocpp.v16 import call
 
 from evsim.canbus import frames
 from evsim.clock import FakeClock
+from evsim.cp import main
+from evsim.cp.certificates import CERT_NAME
+from evsim.cp.config import usable_profile
 from evsim.cp.station import Station
 from evsim.cp.store import StateStore
 
@@ -173,3 +176,33 @@ async def test_unlock_connector_stops_the_transaction(tmp_path, clock):
         assert s.central.of("StopTransaction")[0]["reason"] == "UnlockCommand"
         await until(lambda: s.central.statuses()[-2:] == ["Finishing", "Available"],
                     message="Finishing, Available")
+
+
+def test_a_security_profile_the_charge_point_cannot_connect_with_is_rejected(tmp_path, clock,
+                                                                              monkeypatch):
+    """SecurityProfile 2 was Accepted over ws://, and the next start of cp.py failed."""
+    monkeypatch.delenv("EV_SIM_AUTH_KEY", raising=False)
+    assert [usable_profile("ws://h", None, True), usable_profile("ws://h", KEY, True),
+            usable_profile("wss://h", KEY, False), usable_profile("wss://h", None, True)] == \
+        [0, 1, 2, 3]
+    path = tmp_path / "state.db"
+    station = new_station(path, clock)
+    args = main.build_parser().parse_args(["--url", "ws://127.0.0.1:9"])
+    main.connect_credentials(args, station)
+    assert station.change_configuration("SecurityProfile", "1") == "Rejected"  # no key
+    assert station.change_configuration("AuthorizationKey", KEY) == "Accepted"
+    assert station.change_configuration("SecurityProfile", "2") == "Rejected"  # ws://
+    assert station.change_configuration("SecurityProfile", "1") == "Accepted"
+    assert main.connect_credentials(args, new_station(path, clock)).profile == 1  # starts again
+
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    files = tmp_path / "files"
+    secure = new_station(tmp_path / "secure.db", clock, files=files)
+    main.connect_credentials(main.build_parser().parse_args([
+        "--url", "wss://127.0.0.1:9", "--security-profile", "2", "--auth-key-file",
+        str(key_file)]), secure)
+    assert secure.change_configuration("SecurityProfile", "3") == "Rejected"  # no certificate
+    files.mkdir()
+    (files / CERT_NAME).write_text("signed by the central system")
+    assert secure.change_configuration("SecurityProfile", "3") == "Accepted"

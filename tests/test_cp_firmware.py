@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
+import logging
 import os
 import time
 import zipfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 from conftest import wait_for_async as until
 from cp_fakes import FakeLink, FakeRecorder, site
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.v16 import call
 
 from evsim.clock import FakeClock
+from evsim.cp import certificates, diagnostics, firmware
+from evsim.cp.state import snapshot
 from evsim.cp.station import Station
 from evsim.cp.store import StateStore
 from evsim.security import pki
@@ -225,3 +231,147 @@ async def test_a_security_event_is_kept_until_delivered_across_a_restart(tmp_pat
         (event,) = s.central.of("SecurityEventNotification")
         assert (event["type"], event["tech_info"]) == ("TamperDetectionActivated", "lid opened")
         await until(lambda: not s.station.store.messages("CP_W"), message="forgotten")
+
+
+def self_signed(key, algorithm) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "root")])
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + timedelta(days=3650))
+            .sign(key, algorithm))
+
+
+def test_a_root_certificate_of_any_key_type_is_listed_deleted_and_shown(clock):
+    """An Ed25519 root made installed_ids, delete, the state and the archive raise for good."""
+    keys = {"ed25519": (ed25519.Ed25519PrivateKey.generate(), None),
+            "ec": (ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()),
+            "rsa": (rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                    hashes.SHA256())}
+    roots = {kind: self_signed(*key) for kind, key in keys.items()}
+    for cert in roots.values():  # the subjectPublicKey bits, as SubjectKeyIdentifier hashes them
+        assert hashlib.sha1(certificates._key_bits(cert.public_key())).digest() == \
+            x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    assert certificates._key_bits(roots["ec"].public_key()) == roots["ec"].public_key(
+        ).public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    assert certificates._key_bits(roots["rsa"].public_key()) == roots["rsa"].public_key(
+        ).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    station = new_station(":memory:", clock)
+    kind = "CentralSystemRootCertificate"
+    for cert in roots.values():
+        assert station.certificates.install(kind, pki.pem(cert).decode()) == "Accepted"
+    listed = station.certificates.installed_ids(kind)["certificate_hash_data"]
+    ed = roots["ed25519"]
+    raw = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert listed[0]["issuer_key_hash"] == hashlib.sha256(raw).hexdigest()
+    assert len(json.loads(station.diagnostics._contents(None, None, False)["state.json"])[
+        "certificates"]["installed"]) == 3
+    assert snapshot(station)["certificates"]["installed"][0]["serialNumber"] == \
+        format(ed.serial_number, "x")
+    assert station.certificates.delete(listed[0]) == "Accepted"
+    assert [e["pem"] for e in station.certificates.installed] == \
+        [pki.pem(roots[k]).decode() for k in ("ec", "rsa")]
+
+
+async def test_a_download_is_a_regular_file_or_a_loopback_body_and_has_a_size_cap(tmp_path,
+                                                                                  monkeypatch):
+    """/dev/zero was read without end (and so was any HTTP body): now a local path must be a
+    regular file and both are read in chunks up to FIRMWARE_MAX_BYTES."""
+    monkeypatch.setattr(firmware, "FIRMWARE_MAX_BYTES", 1000)
+    (tmp_path / "small.bin").write_bytes(b"s" * 1000)
+    (tmp_path / "big.bin").write_bytes(b"b" * 1001)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no length to go by
+        await response.prepare(request)
+        for _ in range(int(request.match_info["kb"])):
+            await response.write(b"h" * 1000)
+        return response
+    app = web.Application()
+    app.router.add_get("/{kb}", body)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        assert await firmware.download(str(tmp_path / "small.bin")) == b"s" * 1000
+        assert await firmware.download(f"{url}/1") == b"h" * 1000
+        for location, reason in [("/dev/null", "not a regular file"),
+                                 (str(tmp_path), "Is a directory"),
+                                 ((tmp_path / "big.bin").as_uri(), "larger than 1000 bytes"),
+                                 (f"{url}/3", "larger than 1000 bytes")]:
+            with pytest.raises(firmware.DownloadError, match=reason):
+                await asyncio.wait_for(firmware.download(location), 5)
+    finally:
+        await runner.cleanup()
+
+
+async def test_dates_that_are_not_dates_are_refused_when_the_request_arrives(tmp_path, clock):
+    """"garbage" killed the upload task later, leaving the status Uploading for ever."""
+    async with site(new_station(tmp_path / "state.db", clock)) as s:
+        for times in ({"start_time": "garbage"}, {"stop_time": "0001-01-01T00:00:00+01:00"}):
+            with pytest.raises(TypeConstraintViolationError):
+                await s.call(call.GetDiagnostics(location=str(tmp_path), **times))
+        spec = {"remoteLocation": str(tmp_path), "oldestTimestamp": "garbage"}
+        assert (await s.call(call.GetLog(log=spec, log_type="DiagnosticsLog",
+                                         request_id=1))).status == "Rejected"
+        assert s.station.diagnostics.status == "Idle"
+        assert s.station.diagnostics.log_status == "Idle"
+    assert list(tmp_path.glob("*.zip")) == []
+
+
+def sent(station, action: str) -> list[str]:
+    return [m.payload["status"] for m in station.outbox.queue if m.action == action]
+
+
+async def test_any_failure_of_an_upload_ends_in_upload_failed(clock, tmp_path, monkeypatch):
+    def broken(files):
+        raise RuntimeError("zip broke")
+    monkeypatch.setattr(diagnostics, "archive", broken)
+    station = new_station(":memory:", clock)
+    station.connected = True
+    station.diagnostics.get_diagnostics(str(tmp_path), retries=1, retry_interval=5)
+    station.diagnostics.get_log({"remote_location": str(tmp_path)}, "DiagnosticsLog", 9)
+    await clock.advance(10)
+    assert sent(station, "DiagnosticsStatusNotification") == ["Uploading", "UploadFailed"]
+    assert sent(station, "LogStatusNotification") == ["Uploading", "UploadFailure"]
+    assert station.diagnostics.status == station.diagnostics.log_status == "Idle"
+
+
+async def test_an_upload_to_a_local_path_makes_a_new_file_in_that_folder(clock, tmp_path):
+    """A location naming a file was written over with the archive."""
+    station = new_station(":memory:", clock)
+    station.connected = True
+
+    def ended() -> list[str]:
+        return [s for s in sent(station, "DiagnosticsStatusNotification") if s != "Uploading"]
+
+    async def outcome(upload: int) -> str:
+        await until(lambda: len(ended()) >= upload, message=f"the outcome of upload {upload}")
+        return ended()[upload - 1]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    station.diagnostics.get_diagnostics(str(victim))
+    assert await outcome(1) == "UploadFailed"
+    name = station.diagnostics.get_diagnostics(str(tmp_path))  # a folder, without a slash
+    (tmp_path / name).write_text("there first")
+    assert await outcome(2) == "UploadFailed"
+    await clock.advance(1)
+    name = station.diagnostics.get_diagnostics(tmp_path.as_uri())
+    assert await outcome(3) == "Uploaded"
+    assert zipfile.is_zipfile(tmp_path / name)
+    assert victim.read_text() == "keep me" and len(list(tmp_path.iterdir())) == 3
+
+
+async def test_a_background_task_that_dies_is_logged_in_one_line(clock, caplog):
+    station = new_station(":memory:", clock)
+
+    async def doomed():
+        raise ValueError("no such\nthing")
+    station.spawn(doomed())
+    await clock.advance(0)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == \
+        "test_a_background_task_that_dies_is_logged_in_one_line.<locals>.doomed failed: " \
+        "ValueError: no such thing"
+    assert record.exc_info is None

@@ -11,7 +11,7 @@ from ocpp.v16 import call_result
 
 from evsim.canbus import frames
 from evsim.clock import FakeClock
-from evsim.cp import metering
+from evsim.cp import metering, outbox
 from evsim.cp.connection import online
 from evsim.cp.station import Station
 from evsim.cp.store import StateStore
@@ -257,3 +257,42 @@ async def test_shutting_down_stops_the_transaction_and_delivers_it(store, clock)
         await station.shut_down(timeout=5)
     assert [r.reason for r in central.of("StopTransaction")] == ["Other"]
     assert store.messages("CP_T") == []
+
+
+def test_an_older_state_file_is_made_private_when_opened(tmp_path):
+    """A cp_state.db made before it held the AuthorizationKey stayed 0644."""
+    path = tmp_path / "cp_state.db"
+    older = StateStore(path)  # open: its -wal and -shm files exist
+    older.put("CP_T", configuration={"AuthorizationKey": "secret"})
+    files = [path, tmp_path / "cp_state.db-wal", tmp_path / "cp_state.db-shm"]
+    for name in files:
+        name.chmod(0o644)
+    StateStore(path).close()
+    assert [oct(name.stat().st_mode & 0o777) for name in files] == ["0o600"] * 3
+    older.close()
+
+
+async def test_a_long_outage_keeps_the_newest_meter_values_and_every_start_and_stop(
+        store, clock, monkeypatch, caplog):
+    """Offline, a MeterValues was stored every sample without end."""
+    monkeypatch.setattr(outbox, "MAX_KEPT", 5)
+    station, central = station_on(store, clock), FakeCentral()
+    await station.start_transaction("TAG")
+    for _ in range(10):
+        await charge(station, clock, 1)
+        station.sample()
+    await station.stop_transaction("Local")
+    assert [(m.action, m.payload["meter_value"][0]["timestamp"][11:19]
+             if m.action == "MeterValues" else None) for m in station.outbox.queue] == \
+        [("StartTransaction", None), ("MeterValues", "00:00:08"), ("MeterValues", "00:00:09"),
+         ("MeterValues", "00:00:10"), ("StopTransaction", None)]
+    assert [m.action for m in store.messages("CP_T")] == [m.action for m in station.outbox.queue]
+    assert station.outbox.dropped == 7
+    assert len([r for r in caplog.records if "outbox full" in r.getMessage()]) == 1
+    assert [e[0] for e in station.writer.events].count("OUTBOX_FULL") == 1
+    async with Running(station, central, watchdog=False):
+        await clock.advance(0)
+    assert len(central.of("MeterValues")) == 3 and len(central.of("StopTransaction")) == 1
+    assert [e[2] for e in station.writer.events if e[0] == "OUTBOX_DROPPED"] == \
+        [{"dropped": 7, "limit": 5}]
+    assert store.messages("CP_T") == [] and station.outbox.kept == 0

@@ -1,6 +1,7 @@
 """OCPP-J 1.6 framing and the error codes corrected at our boundary."""
 import asyncio
 import json
+import logging
 
 import jsonschema
 import pytest
@@ -13,7 +14,9 @@ from ocpp.exceptions import (
     TypeConstraintViolationError,
 )
 from ocpp.messages import Call, CallError, CallResult, _validate_payload
-from ocpp.v16 import call
+from ocpp.routing import after, on
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action
 from ocpp_helpers import now_iso
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
@@ -34,6 +37,7 @@ from evsim.ocpp16.endpoint import BadCall, Malformed
     ("[2, \"1\", \"DataTransfer\", {\"vendorId\": \"v\", \"data\": NaN}]", "not JSON"),
     ("[2, \"1\", \"DataTransfer\", {\"vendorId\": \"v\", \"data\": -Infinity}]", "not JSON"),
     ("[3, \"1\", {\"value\": 1e400}]", "not JSON"),
+    ("[2, \"1\", \"DataTransfer\", " + "[" * 100000 + "]" * 100000 + "]", "nested too deeply"),
 ])
 def test_frames_that_are_ignored(raw, reason):
     with pytest.raises(Malformed, match=reason):
@@ -124,3 +128,74 @@ async def test_a_call_that_timed_out_is_forgotten_and_its_late_answer_ignored():
             assert endpoint.ignored == ["a response to no CALL of ours"]
             assert endpoint._response_queue.empty()
             reader.cancel()
+
+
+def profile(limit: float) -> dict:
+    return {"chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative", "chargingSchedule": {
+                "chargingRateUnit": "A", "chargingSchedulePeriod": [
+                    {"startPeriod": 0, "limit": limit}]}}
+
+
+class Failing(ocpp16.Endpoint):
+    """Handlers that succeed, raise, or raise once they have answered."""
+
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(self, connector_id, cs_charging_profiles):
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start(self, id_tag, **kwargs):
+        return call_result.RemoteStartTransaction(status="Accepted")
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self):
+        raise RuntimeError("boom\n  and a second line")
+
+    @on(Action.reset)
+    def on_reset(self, type):
+        return call_result.Reset(status="Accepted")
+
+    @after(Action.reset)
+    async def after_reset(self, type):
+        raise KeyError(type)
+
+
+async def test_any_failure_of_a_call_is_a_callerror_and_the_connection_serves_on(caplog):
+    """1e300 makes the library's Decimal check of ``limit`` raise InvalidOperation, which no
+    OCPPError handler caught: the connection died."""
+    connected: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def central(connection):
+        connected.set_result(connection)
+        await connection.wait_closed()
+
+    caplog.set_level(logging.INFO)
+    async with serve(central, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/CP", subprotocols=["ocpp1.6"]) as connection:
+            reader = asyncio.create_task(Failing("CP", connection).start())
+            peer = await asyncio.wait_for(connected, 5)
+
+            async def ask(action: str, payload: dict) -> list:
+                await peer.send(json.dumps([2, action, action, payload]))
+                return json.loads(await asyncio.wait_for(peer.recv(), 5))
+
+            big = await ask("SetChargingProfile", {"connectorId": 1,
+                                                   "csChargingProfiles": profile(1e300)})
+            assert big[:3] == [4, "SetChargingProfile", "PropertyConstraintViolation"]
+            big = await ask("RemoteStartTransaction", {"idTag": "T",
+                                                       "chargingProfile": profile(1e300)})
+            assert big[:3] == [4, "RemoteStartTransaction", "PropertyConstraintViolation"]
+            assert (await ask("ClearCache", {}))[:3] == [4, "ClearCache", "InternalError"]
+            assert await ask("Reset", {"type": "Soft"}) == [3, "Reset", {"status": "Accepted"}]
+            fine = await ask("SetChargingProfile", {"connectorId": 1,
+                                                    "csChargingProfiles": profile(16.0)})
+            assert fine == [3, "SetChargingProfile", {"status": "Accepted"}]
+            assert not reader.done()
+            reader.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "CP: ClearCache ClearCache failed: RuntimeError: boom and a second line",
+        "CP: Reset Reset failed after its answer: KeyError: 'Soft'"]
+    assert all(r.exc_info is None for r in errors)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from ocpp.v16.enums import (
     CertificateSignedStatus,
     CertificateStatus,
@@ -51,11 +50,22 @@ def hash_data(cert: x509.Certificate, algorithm: str = "SHA256") -> dict[str, st
 
 
 def _key_bits(key: Any) -> bytes:
-    """The subjectPublicKey bits of a key (what OCSP's issuerKeyHash hashes)."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return key.public_bytes(serialization.Encoding.X962,
-                                serialization.PublicFormat.UncompressedPoint)
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    """The subjectPublicKey bits of a key of any type (what OCSP's issuerKeyHash hashes): the
+    BIT STRING after the AlgorithmIdentifier in its DER SubjectPublicKeyInfo."""
+    spki = _spki(key)
+    _, body = _der(spki, 0)  # SEQUENCE { AlgorithmIdentifier, BIT STRING }
+    algorithm_end, _ = _der(spki, body)
+    bits_end, bits = _der(spki, algorithm_end)
+    return spki[bits + 1:bits_end]  # the first byte counts the unused bits: 0 for a key
+
+
+def _der(data: bytes, at: int) -> tuple[int, int]:
+    """(where the element at ``at`` ends, where its contents start) in DER ``data``."""
+    length, start = data[at + 1], at + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length, start = int.from_bytes(data[start:start + size], "big"), start + size
+    return start + length, start
 
 
 class Certificates:

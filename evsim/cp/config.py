@@ -7,14 +7,18 @@ restart; ``AuthorizationKey`` is write-only: GetConfiguration never shows its va
 """
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ocpp.v16.enums import ConfigurationStatus
 
 from evsim.ocpp16 import profiles
+
+log = logging.getLogger("cp")
 
 #: The measurands the charge point can meter (MeterValuesSampledData and its kin).
 MEASURANDS = ("Current.Import", "Voltage", "Power.Active.Import", "Energy.Active.Import.Register",
@@ -54,6 +58,14 @@ def _measurands(value: str, _current: Any) -> bool:
 
 def _raise_only(value: int, current: int) -> bool:
     return value >= current
+
+
+def usable_profile(url: str, key: str | None, client_certificate: bool) -> int:
+    """The highest security profile a charge point could connect with now: over ws://, 1 with
+    an AuthorizationKey (else 0); over wss://, 3 with a client certificate (else 2)."""
+    if urlsplit(url).scheme != "wss":
+        return 1 if key else 0
+    return 3 if client_certificate else 2
 
 
 KEYS: dict[str, Key] = {
@@ -149,6 +161,9 @@ class Configuration:
     MAXIMUM = {name: key.high for name, key in KEYS.items() if key.kind == "int"}
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        #: The highest SecurityProfile the charge point could use now (see usable_profile): a
+        #: raise past it is Rejected, else the next start could not connect. cp.py sets it.
+        self.highest_profile: Callable[[], int] = lambda: KEYS["SecurityProfile"].high
         self.values: dict[str, Any] = dict(self.WRITABLE)
         for name, value in (values or {}).items():
             if name in self.values and self.valid(name, value, initial=True):
@@ -205,6 +220,10 @@ class Configuration:
         except ValueError:
             return ConfigurationStatus.rejected
         if not self.valid(name, parsed):
+            return ConfigurationStatus.rejected
+        if name == "SecurityProfile" and parsed > self.highest_profile():
+            log.warning("SecurityProfile %d rejected: the charge point could not connect with "
+                        "it, %d at most", parsed, self.highest_profile())
             return ConfigurationStatus.rejected
         self.values[name] = parsed
         return ConfigurationStatus.accepted

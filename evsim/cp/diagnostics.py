@@ -2,9 +2,11 @@
 charge point's state and its recent log, uploaded to the location the central system gives,
 with DiagnosticsStatusNotification (LogStatusNotification) before and after, and retries.
 
-Uploads go to a local path (``/dir/``, ``file:///dir/``) or to an http(s) URL on loopback (an
-HTTP PUT); the simulator reaches no other host, so any other location fails as a real charge
-point without that network would (UploadFailed; NotSupportedOperation for another scheme).
+Uploads go to a new file in a local folder (``/dir``, ``file:///dir/``; an existing file is never
+written over) or to an http(s) URL on loopback (an HTTP PUT); the simulator reaches no other
+host, so any other location fails as a real charge point without that network would
+(UploadFailed; NotSupportedOperation for another scheme). Any failure of an upload ends in
+UploadFailed (UploadFailure), never in an upload left Uploading.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.v16.enums import DiagnosticsStatus, LogStatus, UploadLogStatus
 
 from evsim.cp.outbox import Message
+from evsim.ocpp16.endpoint import one_line
 from evsim.timefmt import ocpp_time, parse_ocpp_time
 
 if TYPE_CHECKING:
@@ -78,15 +82,24 @@ def loopback(host: str | None) -> bool:
         return False
 
 
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file that does not exist yet (never over one, nor through a symlink)."""
+    with path.open("xb") as target:
+        try:
+            target.write(data)
+        except OSError:
+            path.unlink(missing_ok=True)  # ours, half written: a retry makes it anew
+            raise
+
+
 async def upload(location: str, filename: str, data: bytes) -> str:
-    """Put ``data`` at ``location`` (a folder gets ``filename`` appended); where it went."""
+    """Put ``data`` at ``location``: a new file ``filename`` in a local folder, or a PUT to a
+    loopback URL (a URL ending in / gets ``filename`` appended); where it went."""
     parts = urlsplit(location)
     if parts.scheme in ("", "file"):
-        path = Path(parts.path if parts.scheme else location)
-        if location.endswith("/") or path.is_dir():
-            path = path / filename
+        path = Path(parts.path if parts.scheme else location) / filename
         try:
-            await asyncio.to_thread(path.write_bytes, data)
+            await asyncio.to_thread(write_new, path, data)
         except PermissionError as exc:
             raise UploadError(f"{path}: {exc.strerror}", UploadLogStatus.permission_denied) from None
         except OSError as exc:
@@ -115,6 +128,18 @@ def archive(files: dict[str, str]) -> bytes:
         for name, text in files.items():
             zipped.writestr(name, text)
     return buffer.getvalue()
+
+
+def check_dates(**dates: str | None) -> str | None:
+    """None when each given date is an OCPP date-time, else why not (for the answer)."""
+    for name, text in dates.items():
+        if text is None:
+            continue
+        try:
+            parse_ocpp_time(text)
+        except (ValueError, OverflowError):
+            return f"{name} is not a date-time: {text[:50]!r}"
+    return None
 
 
 def _between(moment: datetime, start: str | None, stop: str | None) -> bool:
@@ -168,7 +193,11 @@ class Diagnostics:
     def get_diagnostics(self, location: str, retries: int | None = None,
                         retry_interval: int | None = None, start_time: str | None = None,
                         stop_time: str | None = None) -> str:
-        """Start the upload; the name of the file it makes."""
+        """Start the upload; the name of the file it makes. A start or stop time that is not a
+        date-time is a TypeConstraintViolation (GetDiagnostics.conf has no status to refuse)."""
+        wrong = check_dates(startTime=start_time, stopTime=stop_time)
+        if wrong is not None:
+            raise TypeConstraintViolationError(details={"cause": wrong})
         name = f"diagnostics-{self.station.id}-{self._stamp()}.zip"
         self.station.spawn(self._upload(location, name, start_time, stop_time, False,
                                         retries or 0, retry_interval or 0, self._notify))
@@ -191,9 +220,9 @@ class Diagnostics:
             try:
                 data = archive(self._contents(start, stop, security))
                 where = await upload(location, name, data)
-            except UploadError as exc:
-                failure = exc
-                log.warning("upload of %s failed (%s)%s", name, exc,
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the upload failed
+                failure = exc if isinstance(exc, UploadError) else UploadError(one_line(exc))
+                log.warning("upload of %s failed (%s)%s", name, failure,
                             f"; retry in {interval} s" if attempt < retries else "")
                 if attempt < retries:
                     await self.station.clock.sleep(interval)
@@ -209,6 +238,11 @@ class Diagnostics:
     def get_log(self, log_spec: dict[str, Any], log_type: str, request_id: int,
                 retries: int | None = None, retry_interval: int | None = None
                 ) -> dict[str, Any]:
+        wrong = check_dates(oldestTimestamp=log_spec.get("oldest_timestamp"),
+                            latestTimestamp=log_spec.get("latest_timestamp"))
+        if wrong is not None:
+            log.warning("GetLog rejected: %s", wrong)
+            return {"status": LogStatus.rejected}
         status = LogStatus.accepted
         if self._log_task is not None and not self._log_task.done():
             self._log_task.cancel()

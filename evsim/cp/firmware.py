@@ -3,7 +3,8 @@ download at the retrieve date with retries, install once no transaction runs, re
 a FirmwareStatusNotification (SignedFirmwareStatusNotification with its requestId).
 
 A location that is a local path, a file:// URL or an http(s) URL on loopback is really read, so
-a missing file fails the download (DownloadFailed, then the retries). The simulator reaches no
+a missing file fails the download (DownloadFailed, then the retries), and so do a local path
+that is not a regular file and an image over FIRMWARE_MAX_BYTES. The simulator reaches no
 other host: a download from elsewhere is simulated and succeeds without contacting it. A signed
 update checks its signing certificate against the installed ManufacturerRootCertificates and the
 signature (base64, SHA-256 with ECDSA or RSA) over the downloaded bytes.
@@ -14,6 +15,8 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -38,10 +41,44 @@ log = logging.getLogger("cp")
 DOWNLOAD_S = 2
 INSTALL_S = 2
 DOWNLOAD_TIMEOUT_S = 30
+#: The largest firmware image downloaded (a bigger one fails: DownloadFailed), and the size of
+#: the chunks it is read in.
+FIRMWARE_MAX_BYTES = 64 * 2**20
+CHUNK_BYTES = 2**16
 
 
 class DownloadError(Exception):
     """The firmware could not be fetched: one line."""
+
+
+class Image:
+    """The bytes of a download as they come, in chunks, up to FIRMWARE_MAX_BYTES."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > FIRMWARE_MAX_BYTES:
+            raise DownloadError(f"{self.source}: larger than {FIRMWARE_MAX_BYTES} bytes")
+        self.chunks.append(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes (not a device, a FIFO or a folder), up to FIRMWARE_MAX_BYTES."""
+    image = Image(str(path))
+    # O_NONBLOCK: opening a FIFO does not wait for a writer (a regular file ignores it)
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            raise DownloadError(f"{path}: not a regular file")
+        while chunk := source.read(CHUNK_BYTES):
+            image.add(chunk)
+    return image.data()
 
 
 async def download(location: str) -> bytes:
@@ -49,7 +86,7 @@ async def download(location: str) -> bytes:
     if parts.scheme in ("", "file"):
         path = Path(parts.path if parts.scheme else location)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await asyncio.to_thread(read_file, path)
         except OSError as exc:
             raise DownloadError(f"{path}: {exc.strerror or exc}") from None
     if parts.scheme in ("http", "https") and loopback(parts.hostname):
@@ -59,7 +96,10 @@ async def download(location: str) -> bytes:
                     session.get(location) as response:
                 if response.status >= 300:
                     raise DownloadError(f"GET {location}: HTTP {response.status}")
-                return await response.read()
+                image = Image(f"GET {location}")
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    image.add(chunk)
+                return image.data()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DownloadError(f"GET {location}: {str(exc) or type(exc).__name__}") from None
     log.info("firmware at %s: simulated download (the simulator reaches loopback only)",

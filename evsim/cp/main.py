@@ -23,6 +23,7 @@ from evsim.canbus.link import CanLink
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
 from evsim.cp import api, metering, store
+from evsim.cp.config import usable_profile
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
 from evsim.cp.station import Station
@@ -105,6 +106,9 @@ def connect_credentials(args: argparse.Namespace, station: Station) -> Credentia
     """The security profile in force: the one asked for, or a higher one the charge point was
     raised to before (a profile is never lowered), with the key it keeps or the one given."""
     initial_key = read_key(args.auth_key_file)
+    station.config.highest_profile = lambda: usable_profile(  # no raise it cannot connect with
+        args.url, station.config.values.get("AuthorizationKey") or initial_key,
+        bool(args.client_cert and args.client_key) or bool(station.certificates.client_paths()))
     kept_profile = int(station.config.values.get("SecurityProfile", 0) or 0)
     profile = max(args.security_profile, kept_profile)
     if profile != args.security_profile:

@@ -4,7 +4,8 @@ Transaction messages (StartTransaction, StopTransaction and MeterValues of a tra
 stored before they are queued and deleted once answered, so they survive a lost connection and a
 restart of cp.py (OCPP 1.6 §3.7). A CALLERROR or no answer to one is retried after
 TransactionMessageRetryInterval x attempts, up to TransactionMessageAttempts (§3.7.1). Other
-messages are only worth sending now: going offline drops them.
+messages are only worth sending now: going offline drops them. At most MAX_KEPT stored messages
+are kept: over a long outage the oldest MeterValues make room for the newest.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ log = logging.getLogger("cp")
 
 #: CALLERROR codes that say the central system does not handle the message at all.
 UNSUPPORTED = ("NotImplemented", "NotSupported")
+#: The most stored messages kept (in memory and in the state file): past it the oldest
+#: MeterValues are dropped, never a StartTransaction or a StopTransaction.
+MAX_KEPT = 100_000
 
 
 class Caller(Protocol):
@@ -67,14 +71,18 @@ class Outbox:
 
     def __init__(self, charge_point_id: str, store: StateStore, config: Configuration,
                  clock: Sleeper, transaction_id: Callable[[int], int | None],
-                 answered: Callable[[Message, Any], None]) -> None:
+                 answered: Callable[[Message, Any], None],
+                 event: Callable[[str, str, Any], None] | None = None) -> None:
         self.charge_point_id = charge_point_id
         self.store = store
         self.config = config
         self.clock = clock
         self.transaction_id = transaction_id
         self.answered = answered
+        self.event = event
         self.queue: deque[Message] = deque()
+        self.kept = 0  # stored messages in the queue
+        self.dropped = 0  # MeterValues dropped since the last connection began to deliver
         self._changed = asyncio.Event()
         self._emptied = asyncio.Event()
         self._emptied.set()
@@ -84,8 +92,30 @@ class Outbox:
 
     def put(self, message: Message) -> None:
         self.queue.append(message)
+        if message.transactional:
+            self.kept += 1
+            if self.kept > MAX_KEPT:
+                self._drop_oldest_meter_values()
         self._changed.set()
         self._emptied.clear()
+
+    def _drop_oldest_meter_values(self) -> None:
+        """Make room: forget the oldest stored MeterValues (not the head: it may be in flight)."""
+        index = next((i for i, m in enumerate(self.queue)
+                      if i and m.transactional and m.action == "MeterValues"), None)
+        if index is None:
+            return
+        message = self.queue[index]
+        del self.queue[index]
+        self.kept -= 1
+        self.store.done(message.stored_id)
+        self.dropped += 1
+        if self.dropped == 1:
+            log.warning("outbox full (%d messages kept): dropping the oldest MeterValues until "
+                        "the connection is back", MAX_KEPT)
+            if self.event is not None:
+                self.event("OUTBOX_FULL", f"outbox full: oldest MeterValues dropped (at most "
+                                          f"{MAX_KEPT} messages kept)", {"limit": MAX_KEPT})
 
     async def empty(self) -> None:
         """Return once every queued message is delivered or given up on."""
@@ -126,6 +156,10 @@ class Outbox:
     async def deliver(self, caller: Caller) -> None:
         """Send the queue in order, forever. A lost connection raises and keeps the message at
         the head for the next one."""
+        if self.dropped and self.event is not None:
+            self.event("OUTBOX_DROPPED", f"{self.dropped} MeterValues dropped while the outbox "
+                                         f"was full", {"dropped": self.dropped, "limit": MAX_KEPT})
+        self.dropped = 0
         while True:
             while not self.queue:
                 self._changed.clear()
@@ -167,6 +201,8 @@ class Outbox:
     def _finish(self, message: Message) -> None:
         if self.queue and self.queue[0] is message:
             self.queue.popleft()
+            if message.transactional:
+                self.kept -= 1
         if not self.queue:
             self._emptied.set()
         if message.stored_id is not None:

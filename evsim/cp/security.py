@@ -97,15 +97,19 @@ def credentials(profile: int, url: str, key: Callable[[], str | None], ca_cert: 
     if profile in (1, 2) and not key():
         raise SecurityError(f"security profile {profile} needs an AuthorizationKey: "
                             f"--auth-key-file FILE or $EV_SIM_AUTH_KEY")
-    if profile == 3 and not (client_cert and client_key):
-        raise SecurityError("security profile 3 needs --client-cert and --client-key")
+    signed_pair = signed() if signed is not None else None
+    if profile == 3 and not (client_cert and client_key) and not signed_pair:
+        raise SecurityError("security profile 3 needs --client-cert and --client-key (or a "
+                            "certificate the central system signed)")
     if profile < 3 and (client_cert or client_key):
         raise SecurityError("--client-cert and --client-key go with security profile 3")
     context = None
     if profile >= 2:
         try:
-            context = client_context(ca_cert, client_cert if profile == 3 else None,
-                                     client_key if profile == 3 else None)
+            cert, key_file = (client_cert, client_key) if client_cert else (signed_pair or
+                                                                            (None, None))
+            context = client_context(ca_cert, cert if profile == 3 else None,
+                                     key_file if profile == 3 else None)
         except TlsError as exc:
             raise SecurityError(str(exc)) from None
     return Credentials(profile, key, context, ca_cert, signed)

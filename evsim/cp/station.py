@@ -34,6 +34,7 @@ from evsim.cp.smart_charging import SmartCharging
 from evsim.cp.store import StateStore
 from evsim.cp.transactions import CRASH_STOP_REASON, Transaction, TransactionRules
 from evsim.cp.triggers import Triggers
+from evsim.ocpp16.endpoint import one_line
 from evsim.ocpp16.profiles import ProfileStore
 from evsim.timefmt import ocpp_time
 
@@ -76,7 +77,7 @@ class Station(TransactionRules):
         self.transactions: dict[int, Transaction] = {}
         self.transaction: Transaction | None = None
         self.outbox = Outbox(charge_point_id, store, self.config, clock, self._transaction_id,
-                             self._answered)
+                             self._answered, self.event)
         self.connected = False
         self.booted = False
         self.starting = False  # a start was accepted and the transaction is not yet open
@@ -99,10 +100,16 @@ class Station(TransactionRules):
             self.writer.event(event_type, description, data, self.id)
 
     def spawn(self, coroutine: Coroutine) -> asyncio.Task:
-        task = asyncio.create_task(coroutine)
+        """Run ``coroutine`` in the background; if it dies, one log line says which and why."""
+        task = asyncio.create_task(coroutine, name=getattr(coroutine, "__qualname__", None))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %s", task.get_name(), one_line(task.exception()))
 
     def send(self, action: str, **payload: Any) -> None:
         """Queue a message that is only worth sending now (dropped when offline)."""

@@ -94,16 +94,28 @@ class StoredMessage:
     attempts: int
 
 
+def private(path: str) -> None:
+    """Make the state file, new or older, and its -wal and -shm files readable by their owner
+    only: it holds the AuthorizationKey (SQLite gives the -wal and -shm files it makes the mode
+    of the state file)."""
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 class StateStore:
     """One connection to the state file; ``":memory:"`` for a store that dies with the process."""
 
     def __init__(self, path: str | os.PathLike = ":memory:") -> None:
         self.path = str(path)
         try:
-            if self.path != ":memory:" and not os.path.exists(self.path):
-                # it holds the AuthorizationKey: readable by its owner only (SQLite gives its
-                # -wal and -shm files the same mode)
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            if self.path != ":memory:":
+                private(self.path)
             self._conn = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode = WAL")

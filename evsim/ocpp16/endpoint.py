@@ -4,10 +4,13 @@ The ``ocpp`` library sends 2.0.1's ``FormatViolation`` where 1.6 names ``Formati
 swaps ``NotImplemented`` (unknown action) with ``NotSupported`` (known action, not supported)
 (mobilityhouse/ocpp #381, #490, #426). :class:`Endpoint` parses every frame itself, answers a bad
 CALL with 1.6's own code, ignores a frame it cannot read (OCPP-J 1.6 §4.1.3), and reports every
-frame it receives or sends to :meth:`Endpoint.on_frame`.
+frame it receives or sends to :meth:`Endpoint.on_frame`. Whatever fails while a CALL is checked
+or handled is answered with a CALLERROR, and the connection serves on.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import math
@@ -15,16 +18,23 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from jsonschema.exceptions import ValidationError as SchemaValidationError
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
 from ocpp.exceptions import (
     FormationViolationError,
     FormatViolationError,
+    InternalError,
     NotImplementedError,
     NotSupportedError,
     OccurenceConstraintViolationError,
     OCPPError,
     PropertyConstraintViolationError,
 )
-from ocpp.messages import Call, CallError, CallResult
+from ocpp.messages import Call, CallError, CallResult, validate_payload
 from ocpp.v16 import ChargePoint
 from ocpp.v16.enums import Action
 
@@ -72,6 +82,28 @@ def to_ocpp16(error: OCPPError) -> OCPPError:
     return type(error)(description=error.description, details=details)
 
 
+async def _checked(msg: Call) -> None:
+    """Validate a CALL's payload; whatever else than a schema error the check raises (the
+    library's Decimal arithmetic on a number like 1e300, say) is an error of 1.6 too."""
+    try:
+        await validate_payload(msg, "1.6")
+    except OCPPError:
+        raise
+    except ArithmeticError as exc:
+        raise PropertyConstraintViolationError(details={
+            "cause": f"a number cannot be checked against its constraints ({one_line(exc)})"}) \
+            from None
+    except Exception as exc:  # noqa: BLE001 - the check failed on this payload: the sender's
+        raise FormationViolationError(description=FORMATION_VIOLATION, details={
+            "cause": f"the payload cannot be validated ({one_line(exc)})"}) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and its message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
 class Malformed(Exception):
     """A frame that cannot be answered: ignored with a log line."""
 
@@ -102,6 +134,8 @@ def parse(raw: Any) -> Call | CallResult | CallError:
     """
     try:
         message = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise Malformed("not JSON: nested too deeply") from None
     except (TypeError, ValueError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
     if not isinstance(message, list) or not message:
@@ -196,6 +230,58 @@ class Endpoint(ChargePoint):
                 error = to_ocpp16(exc)
         log.info("%s: %s %s answered %s", self.id, msg.action, msg.unique_id, error.code)
         await self._send(msg.create_call_error(error).to_json())
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The library's, with every failure in 1.6's terms: a payload the schema check fails on
+        in any way is the sender's error (``_checked``); a handler that raises, or an answer
+        that is not valid, is ours (InternalError, one log line); a failure once the answer is
+        sent is only logged. An OCPPError a handler raises is its answer."""
+        handlers = self.route_map[msg.action]
+        validate = not handlers.get("_skip_schema_validation", False)
+        if validate:
+            await _checked(msg)
+        try:
+            kwargs = camel_to_snake_case(msg.payload)
+            response = self._run(handlers["_on_action"], msg, kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except OCPPError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - our bug: InternalError, and serve on
+            raise self._failed(msg, "failed", exc) from None
+        try:
+            result = msg.create_call_result(
+                snake_to_camel_case(remove_nones(serialize_as_dict(response))))
+            if validate:
+                await validate_payload(result, self._ocpp_version)
+        except Exception as exc:  # noqa: BLE001 - our bug: InternalError, and serve on
+            raise self._failed(msg, "gave an invalid answer", exc) from None
+        await self._send(result.to_json())
+        if "_after_action" in handlers:
+            try:
+                after = self._run(handlers["_after_action"], msg, kwargs)
+            except Exception as exc:  # noqa: BLE001 - answered already: only logged
+                self._failed(msg, "failed after its answer", exc)
+                return
+            if inspect.isawaitable(after):
+                asyncio.ensure_future(after).add_done_callback(
+                    lambda task: self._after_done(msg, task))
+
+    def _after_done(self, msg: Call, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(msg, "failed after its answer", task.exception())
+
+    @staticmethod
+    def _run(handler: Any, msg: Call, kwargs: dict[str, Any]) -> Any:
+        if "call_unique_id" in inspect.signature(handler).parameters:
+            return handler(**kwargs, call_unique_id=msg.unique_id)
+        return handler(**kwargs)
+
+    def _failed(self, msg: Call, what: str, exc: BaseException) -> InternalError:
+        """Log a handler's failure in one line (no payload: it may hold a secret)."""
+        log.error("%s: %s %s %s: %s", self.id, msg.action, msg.unique_id, what, one_line(exc))
+        return InternalError(description="An unexpected error occurred.",
+                             details={"cause": f"{msg.action} {what}"})
 
     async def _send(self, message: str) -> None:
         frame = json.loads(message)
