@@ -145,9 +145,10 @@ class Station(TransactionRules):
     # -- CAN and the limit ----------------------------------------------------------------------
 
     def on_can_frame(self, frame: frames.Frame) -> None:
-        if self.charger.on_frame(frame):
+        if self.charger.on_frame(frame):  # back after silence: it may have restarted
             self.connector.silent = False
             self.report_status()
+            self.on_bus_up()
 
     def on_bus_up(self) -> None:
         self.spawn(self.charger.resync(self.limit_in_force(), self.transaction is not None))
