@@ -242,3 +242,101 @@ def test_waits_for_an_absent_bus_with_a_one_line_hint_and_stops_cleanly(tmp_path
     assert len(hints) == 1
     assert url in hints[0] and "python -m can_remote --interface virtual" in hints[0]
     assert "Traceback" not in output
+
+
+# -- injected faults ----------------------------------------------------------------------------
+
+async def test_an_injected_dropout_on_the_node_publishes_0A_while_charging(publishing):
+    from evsim.faults import parse_inject
+    from evsim.faults.charger import FaultyCharger
+
+    clock, labels = FakeClock(speed=10), []
+    charger = FaultyCharger([parse_inject("dropout:after=2,for=3")], sim=clock.sim,
+                            now=clock.now, on_label=labels.append, charge_point_id="CP_4",
+                            seed=1, speed=10, ramp=1.0)
+    link = FakeLink(clock)
+    node = ChargerNode(charger, clock, period_s=1.0)
+    publishing(node, link)
+    node.on_frame(command(frames.set_limit(30)))
+    node.on_frame(command(frames.start()))
+    await clock.advance(8.5)
+    assert link.amps == [30.0, 30.0, 0.0, 0.0, 0.0, 30.0, 30.0, 30.0]
+    assert [(la.start_s, la.end_s) for la in labels] == [(pytest.approx(3.0),
+                                                          pytest.approx(6.0))]
+    node.on_frame(command(frames.set_limit(20)))
+    node.close()  # no open label: nothing more
+    assert len(labels) == 1
+
+
+def test_inject_takes_only_the_chargers_kinds_and_bad_ones_exit_2(capsys):
+    from evsim.charger.main import build_parser
+
+    args = build_parser().parse_args(["--inject", "over-current:factor=1.5", "--inject",
+                                      "dropout", "--seed", "7", "--id", "CP_9"])
+    assert [spec.kind for spec in args.inject] == ["over-current", "dropout"]
+    assert (args.seed, args.id) == (7, "CP_9")
+    for bad, valid in (("meter-freeze", "oscillation, over-current, ignore-limit, dropout"),
+                       ("teleport", "oscillation, over-current, ignore-limit, dropout"),
+                       ("over-current:factor=x", "after=<s> (default 30), for=<s>")):
+        with pytest.raises(SystemExit) as caught:
+            build_parser().parse_args(["--inject", bad])
+        assert caught.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("charger_module.py: error: argument --inject:")
+        assert valid in error
+
+
+def test_labels_go_to_the_bank_writer_and_a_bank_without_labels_warns_once(caplog):
+    import logging
+
+    from evsim.charger.main import build_parser, make_charger
+
+    class Writer:
+        def __init__(self):
+            self.banks = []
+
+        def call(self, write):
+            self.banks.append(write)
+
+    class Bank:
+        def __init__(self):
+            self.labels = []
+
+        def record_label(self, **fields):
+            self.labels.append(fields)
+
+    clock, writer = FakeClock(), Writer()
+    args = build_parser().parse_args(["--inject", "dropout:after=0,for=1", "--id", "CP_2"])
+    charger = make_charger(args, clock, writer)
+    charger.start()
+    charger.tick(1.0)
+    charger.close()
+    bank = Bank()
+    with caplog.at_level(logging.WARNING):
+        for write in writer.banks * 2:
+            write(bank)
+            write(object())
+    assert [(f["charge_point_id"], f["anomaly_type"], f["source"]) for f in bank.labels] == \
+        [("CP_2", "ZERO_CURRENT_WHILE_CHARGING", "charger")] * 2
+    assert sum("no labels table" in r.message for r in caplog.records) == 1
+    assert type(make_charger(build_parser().parse_args([]), clock, writer)) is Charger
+
+
+def test_an_injected_fault_across_processes(bus_server, db_path):
+    charger = start(script("charger_module.py", "--speed", "20", "--can-channel", bus_server,
+                           "--db", str(db_path), "--inject", "over-current:after=1,factor=1.5",
+                           "--id", "CP_7"))
+    try:
+        with can.Bus(interface="remote", channel=bus_server) as bus:
+            latest_current(bus, 0.0, timeout=30)
+            bus.send(frames.set_limit(20))
+            bus.send(frames.start())
+            latest_current(bus, 30.0, timeout=30)  # 1.5 x the 20 A limit
+            bus.send(frames.stop())
+            latest_current(bus, 0.0, timeout=30)
+    finally:
+        code, output = stop(charger, timeout=30)
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert "injecting over-current:after=1" in output
+    assert "label CP_7 OVER_CURRENT" in output

@@ -106,7 +106,8 @@ def test_an_episode_is_one_anomaly_escalated_then_ended_after_calm():
     assert severities == ["MEDIUM", "HIGH", "CRITICAL", "CRITICAL"]
     ended_at, ended = found[-1]
     assert ended.swings >= 19 and ended.started_at == found[0][1].started_at
-    assert end < ended_at <= end + 1 + DetectorConfig().window_s + 1
+    # a window without swings, once the tail of the last ramp has settled to noise
+    assert end < ended_at <= end + 1 + DetectorConfig().window_s + 5
     assert not detector.active
     again = [(t + calm[-1][0] + 1, a) for t, a in fluctuating[:int(2 * SEED_CYCLE_S)]]
     assert kinds(detections(again, detector)) == ["started"]

@@ -4,6 +4,10 @@
 Obeys 0x200 start, 0x201 stop and 0x210 current limit, and every period moves the measured
 current a fraction of the way toward its target and publishes it on 0x300. Each command is
 recorded in the MemoryBank as a CAN_FRAME event under the source ``charger``.
+
+``--inject KIND[:key=value,...]`` (repeatable) with ``--seed N`` makes it misbehave on cue
+(oscillation, over-current, ignore-limit, dropout: see evsim.faults), and records the ground
+truth of each fault as a label of the charge point ``--id``.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from evsim.charger.model import DEFAULT_MAX_CURRENT, Charger
 from evsim.charger.node import ChargerNode, OnCommand
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S
+from evsim.faults import kinds
+from evsim.faults.charger import FaultyCharger
+from evsim.faults.labels import bank_recorder
 
 PROG = "charger_module.py"
 SOURCE = "charger"
@@ -40,7 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-current", type=cli.positive_float, default=DEFAULT_MAX_CURRENT,
                         metavar="A", help="highest limit obeyed; higher ones are clamped "
                                           "(default: 125)")
+    parser.add_argument("--inject", type=inject_argument, action="append", default=[],
+                        metavar="KIND[:key=value,...]", help=kinds.inject_help(kinds.CHARGER))
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, metavar="N",
+                        help="seed of the injected faults (default: 0)")
+    parser.add_argument("--id", default="CP_1", metavar="ID",
+                        help="the charge point this charger belongs to, for the labels of "
+                             "injected faults (default: CP_1)")
     return parser
+
+
+def inject_argument(text: str) -> kinds.FaultSpec:
+    """``--inject``: a fault of this process, or a one-line error listing the valid ones."""
+    try:
+        return kinds.parse_inject(text, kinds.CHARGER)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def make_charger(args: argparse.Namespace, clock: Clock, writer: BankWriter) -> Charger:
+    """The power module's model, with the injected faults if any."""
+    if not args.inject:
+        return Charger(args.max_current, args.ramp)
+    for spec in args.inject:
+        log.warning("injecting %s (seed %d, charge point %s)", spec, args.seed, args.id)
+    return FaultyCharger(args.inject, sim=clock.sim, now=clock.now,
+                         on_label=bank_recorder(writer, log), charge_point_id=args.id,
+                         seed=args.seed, speed=args.speed, source=SOURCE,
+                         max_current=args.max_current, ramp=args.ramp)
 
 
 def recorder(writer: BankWriter) -> OnCommand:
@@ -60,7 +94,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
         writer = BankWriter(args.db, SOURCE, clock.now)
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
-    node = ChargerNode(Charger(args.max_current, args.ramp), clock, args.period,
+    node = ChargerNode(make_charger(args, clock, writer), clock, args.period,
                        on_command=recorder(writer))
     link = CanLink(config, node.on_frame, name=SOURCE)
     log.info("charger module: period %gs (%.3fs at speed %g), ramp %.2f, max %.1f A, bus %s",
@@ -68,7 +102,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
              args.max_current, canbus.describe(config))
     writer.event("PROCESS_START", "charger module started",
                  {"period": args.period, "ramp": args.ramp, "max_current": args.max_current,
-                  "speed": args.speed, "can": canbus.describe(config)})
+                  "speed": args.speed, "can": canbus.describe(config),
+                  "inject": [str(spec) for spec in args.inject], "seed": args.seed})
     try:
         supervisor.start(link.run(), "CAN link")
         supervisor.start(node.publish(link), "0x300 publisher")
@@ -76,6 +111,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
     finally:
         link.close()
         await supervisor.cancel()
+        node.close()
         writer.event("PROCESS_STOP", "charger module stopped")
         writer.close()
 

@@ -35,8 +35,13 @@ class Charger:
         return "CHARGING" if self.charging else "STOPPED"
 
     @property
+    def ceiling(self) -> float:
+        """The most current the control loop lets through: the limit (a fault may raise it)."""
+        return self.limit
+
+    @property
     def target(self) -> float:
-        return self.limit if self.charging else 0.0
+        return self.ceiling if self.charging else 0.0
 
     def start(self) -> None:
         self.charging = True
@@ -55,12 +60,13 @@ class Charger:
         The current closes ``ramp`` of its gap to the target per simulated second, whatever the
         period (so ``--period`` sets only the resolution: ten ticks of 0.1 s close what one of
         1 s does), snaps to the target once within the frame resolution (so it arrives instead
-        of creeping forever), and never exceeds the limit.
+        of creeping forever), and never exceeds the limit (the :attr:`ceiling`).
         """
-        gap = self.target - self.current
+        target = self.target
+        gap = target - self.current
         closed = 1.0 - (1.0 - self.ramp) ** seconds
-        self.current = self.target if abs(gap) <= RESOLUTION else self.current + closed * gap
-        self.current = min(max(self.current, 0.0), self.limit)
+        self.current = target if abs(gap) <= RESOLUTION else self.current + closed * gap
+        self.current = min(max(self.current, 0.0), self.ceiling)
         return self.current
 
     def handle(self, frame: frames.Frame) -> Optional[str]:

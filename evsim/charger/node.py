@@ -50,6 +50,12 @@ class ChargerNode:
                 self.on_command(frame, described)
         return described
 
+    def close(self) -> None:
+        """Shutdown: a charger with injected faults hands over the labels still open."""
+        close = getattr(self.charger, "close", None)
+        if close is not None:
+            close()
+
     async def tick(self, link: Link) -> Optional[float]:
         """One period: move the current and publish it; nothing while the bus is down."""
         if not getattr(link, "up", True):
