@@ -21,10 +21,12 @@ from pathlib import Path
 from ocpp.v16 import ChargePoint, call
 from websockets.asyncio.client import connect
 
+from evsim.bank import MemoryBank
+from evsim.cp import metering
+from evsim.timefmt import utc_now
+
 ROOT = Path(__file__).resolve().parent.parent
 
-from evsim.bank import MemoryBank  # noqa: E402
-from tests.ocpp_helpers import meter_value  # noqa: E402
 
 P99_LIMIT_MS = 100.0
 
@@ -47,7 +49,8 @@ async def client(url: str, name: str, seconds: float, offset: float,
         sent = lost = 0
         start = time.monotonic()
         while time.monotonic() - start < seconds:
-            request = call.MeterValues(connector_id=1, meter_value=meter_value(16.0, sent))
+            request = call.MeterValues(connector_id=1, meter_value=[metering.meter_value(
+                utc_now(), metering.readings(16.0, 230.0, float(sent)))])
             began = time.perf_counter()
             sent += 1
             try:
@@ -92,6 +95,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         server = subprocess.Popen([sys.executable, str(ROOT / "csms.py"), "--port", str(port),
+                                   "--api-port", "off",
                                    "--scenario", "none", "--db", str(db), "--log-level",
                                    "WARNING"], cwd=ROOT)
         try:
