@@ -1,8 +1,9 @@
 """The central system's registry: transaction ids, connections, and state that stays bounded."""
 from __future__ import annotations
 
+from evsim.clock import FakeClock
 from evsim.csms import registry as registry_module
-from evsim.csms.recording import CurrentAnalyser
+from evsim.csms.analysis import ChargePointAnalysis
 from evsim.csms.registry import (
     STOP_RECORD,
     STOP_REPEATED,
@@ -14,7 +15,7 @@ from evsim.csms.registry import (
 
 
 def new_station(charge_point_id: str) -> Station:
-    return Station(charge_point_id, CurrentAnalyser(charge_point_id, None, None))
+    return Station(charge_point_id, ChargePointAnalysis(charge_point_id, None, FakeClock()))
 
 
 def test_transactions_are_numbered_on_from_the_first_id_and_stopped_once():

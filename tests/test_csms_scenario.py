@@ -65,9 +65,13 @@ def test_scenario_steps():
     assert [s.action for s in scenario_steps("fluctuation", 2)] == cycle * 2
     assert [s.amps for s in scenario_steps("fluctuation", 1)] == [0.0, 100.0, None, None]
     assert sum(s.wait_s for s in scenario_steps("fluctuation", 1)) == 8
-    assert list(scenario_steps("normal", 2)) == [Step("remote_start", 32.0, 16),
+    assert list(scenario_steps("normal", 2)) == [Step("remote_start", 32.0, 6),
+                                                 Step("set_tx_limit", 16.0, 4),
+                                                 Step("set_tx_limit", 32.0, 6),
                                                  Step("remote_stop", None, 0)]
-    assert list(scenario_steps("normal", 0)) == [Step("remote_start", 32.0, None)]
+    assert list(scenario_steps("normal", 0)) == [Step("remote_start", 32.0, 60),
+                                                 Step("set_tx_limit", 16.0, 60),
+                                                 Step("set_tx_limit", 32.0, None)]
     assert list(scenario_steps("none", 3)) == []
     endless = scenario_steps("fluctuation", 0)
     assert len([next(endless) for _ in range(40)]) == 40
@@ -181,15 +185,51 @@ async def test_a_reconnect_resumes_at_the_first_step_not_done():
     assert third.calls == [] and reports.descriptions.count("scenario complete") == 1
 
 
-async def test_normal_runs_one_transaction_at_32_a_until_stopped():
-    clock = FakeClock()
+def limit_of(profile: dict) -> float:
+    return profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+
+
+@pytest.mark.parametrize("speed", [1.0, 20.0])
+async def test_normal_runs_one_transaction_curtailed_once_until_stopped(speed):
+    clock = FakeClock(speed)
     link = FakeLink(clock)
-    runner = ScenarioRunner("normal", 0, clock, Reports())
+    reports = Reports()
+    runner = ScenarioRunner("normal", 0, clock, reports)
     task = await run_scenario(clock, runner, link, sim_seconds=1000)
-    assert link.actions == ["RemoteStartTransaction"]
-    assert link.calls[0][1].charging_profile["chargingSchedule"]["chargingSchedulePeriod"] == \
-        [{"startPeriod": 0, "limit": 32.0}]
+    assert link.actions == ["RemoteStartTransaction", "SetChargingProfile", "SetChargingProfile"]
+    assert link.times == pytest.approx([0, 60, 120])  # absolute deadlines, simulated seconds
+    start, lower, back = (request for _, request in link.calls)
+    assert limit_of(start.charging_profile) == 32.0
+    assert start.charging_profile["chargingProfilePurpose"] == "TxProfile"
+    for request, amps in ((lower, 16.0), (back, 32.0)):
+        profile = request.cs_charging_profiles
+        assert limit_of(profile) == amps and request.connector_id == 1
+        assert (profile["chargingProfilePurpose"], profile["transactionId"],
+                profile["chargingProfileId"]) == ("TxProfile", 7,
+                                                  start.charging_profile["chargingProfileId"])
+    assert reports.descriptions[1:] == ["SetChargingProfile TxProfile limit 16 A -> Accepted",
+                                        "SetChargingProfile TxProfile limit 32 A -> Accepted"]
     assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_finite_normal_session_is_curtailed_in_its_middle_and_stopped():
+    clock = FakeClock()
+    link = FakeLink(clock, delays={1: 3.0})  # answered 3 s late: the deadlines stay
+    runner = ScenarioRunner("normal", 2, clock, Reports())
+    await run_scenario(clock, runner, link)
+    assert link.actions == ["RemoteStartTransaction", "SetChargingProfile", "SetChargingProfile",
+                            "RemoteStopTransaction"]
+    assert link.times == pytest.approx([0, 6, 10, 16]) and runner.complete
+
+
+async def test_the_curtailment_is_skipped_without_a_transaction():
+    clock = FakeClock()
+    link = FakeLink(clock)
+    reports = Reports()
+    await run_scenario(clock, ScenarioRunner("normal", 1, clock, reports), link,
+                       transaction_id=None)
+    assert link.actions == ["RemoteStartTransaction"]
+    assert reports.descriptions.count("SetChargingProfile skipped: no transaction running") == 2

@@ -17,6 +17,7 @@ from evsim import cli
 from evsim.clock import FakeClock, settle
 from evsim.csms.registry import Station
 from evsim.csms.server import CentralSystem
+from evsim.detection.site import Detectors
 
 # -- fakes ----------------------------------------------------------------------------------------
 
@@ -161,7 +162,8 @@ class Site:
         self.writer = RecordingWriter()
         self.supervisor = cli.Supervisor()
         self.system = CentralSystem(self.writer, self.supervisor, self.clock, scenario=scenario,
-                                    detector_factory=FakeDetector, **options)
+                                    detectors=lambda: Detectors(fluctuation=FakeDetector()),
+                                    **options)
 
     async def connect(self, charge_point_id: str) -> FakeChargePoint:
         connection = FakeConnection(f"/ocpp/{charge_point_id}")
@@ -400,7 +402,8 @@ async def test_meter_values_become_metrics_and_feed_the_detector_in_simulated_ti
     assert central.writer.metrics[0]["timestamp"].isoformat() == "2026-01-01T00:00:01+00:00"
     station = central.station("CP_1")
     start = central.writer.metrics[0]["timestamp"].timestamp()
-    assert station.analyser.detector.fed == [(start * 10, 16.0), ((start + 1) * 10, 17.0)]
+    assert station.analyser.site.detectors.fluctuation.fed == [(start * 10, 16.0),
+                                                                ((start + 1) * 10, 17.0)]
     assert station.transaction_id == 2  # from before a restart: the scenario may stop it
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from evsim.bank import (
     MemoryBankError,
     count_where,
     default_db_path,
+    export,
     format_timestamp,
     rows_where,
     schema,
@@ -480,7 +482,7 @@ def test_export_json_round_trip(bank, tmp_path):
 
     counts = bank.export_json(target)
     assert counts == {"events": 5, "anomalies": 1, "sessions": 1, "metrics": 1, "patterns": 1,
-                      "id_tags": 0}
+                      "id_tags": 0, "labels": 0}
     exported = json.loads(target.read_text(encoding="utf-8"))
     assert exported["schema_version"] == schema.SCHEMA_VERSION
     assert exported["exported_at"] == format_timestamp(T0)
@@ -532,16 +534,20 @@ def test_clean_old_data_deletes_only_old_rows_in_chunks(bank, clock, monkeypatch
     bank.end_session("CP1", 1, end_time=old + timedelta(hours=1))
     bank.start_session("CP1", 2, start_time=old)          # still open: kept
     bank.learn_pattern("p", {}, timestamp=old)            # learned knowledge: kept
+    bank.record_label("CP1", "X", old, old + timedelta(hours=1), {}, 0, "cp")
+    bank.record_label("CP1", "X", old, None, {}, 0, "cp")  # still open: kept
+    bank.record_label("CP1", "X", old, recent, {}, 0, "cp")  # ended recently: kept
 
     deleted = bank.clean_old_data(days=7)
-    assert deleted == {"events": 7, "anomalies": 1, "metrics": 4, "sessions": 1}
+    assert deleted == {"events": 7, "anomalies": 1, "metrics": 4, "sessions": 1, "labels": 1}
+    assert [label["end"] for label in bank.get_labels()] == [format_timestamp(recent), None]
     assert descriptions(bank.get_recent_events(None)) == ["recent"]
     assert [a["description"] for a in bank.get_anomalies()] == ["recent"]
     assert bank.get_metrics("current") == []
     assert [s["transaction_id"] for s in bank.get_sessions()] == [2]
     assert bank.get_pattern("p") is not None
     assert bank.clean_old_data(days=7) == {"events": 0, "anomalies": 0, "metrics": 0,
-                                           "sessions": 0}
+                                           "sessions": 0, "labels": 0}
     assert bank.clean_old_data(days=0)["events"] == 1
 
 
@@ -609,13 +615,14 @@ def test_a_sqlite_file_without_the_schema_is_refused_when_reading(tmp_path):
 
 def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == schema.SCHEMA_VERSION == 2
+        assert bank.schema_version == schema.SCHEMA_VERSION == 3
         indexes = {row[0] for row in bank._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
         mode = bank._conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     assert {"events_timestamp", "events_type", "events_source", "events_charge_point",
-            "anomalies_severity", "metrics_name"} <= indexes
+            "anomalies_severity", "metrics_name", "labels_start", "labels_type",
+            "labels_charge_point"} <= indexes
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA user_version = 99")
     for readonly in (True, False):
@@ -654,15 +661,174 @@ def make_version_1(path: Path) -> None:
 
 def test_a_version_1_database_migrates_to_the_id_tags_table(db_path):
     make_version_1(db_path)
-    with pytest.raises(MemoryBankError, match="schema version 1, older than 2"):
+    with pytest.raises(MemoryBankError, match="schema version 1, older than 3"):
         MemoryBank(db_path, readonly=True)
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == 2
+        assert bank.schema_version == 3
         assert descriptions(bank.get_recent_events()) == ["from version 1"]
         assert bank.get_id_tags() == []
         bank.put_id_tag("TAG1", "Blocked", parent_id_tag="GROUP")
     with MemoryBank(db_path, readonly=True) as bank:
         assert bank.get_id_tag("TAG1")["status"] == "Blocked"
+
+
+def make_version_2(path: Path) -> None:
+    """A database as the release before the labels wrote it: schema version 2, one event and
+    one id tag."""
+    with sqlite3.connect(path) as conn:
+        for version in (1, 2):
+            for statement in schema.MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO events (timestamp, event_type, source, description) "
+                     "VALUES ('2026-01-01T00:00:00.000000Z', 'T', 's', 'from version 2')")
+        conn.execute("INSERT INTO id_tags (id_tag, status, updated) "
+                     "VALUES ('TAG2', 'Accepted', '2026-01-01T00:00:00.000000Z')")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+
+
+def test_a_version_2_database_migrates_to_the_labels_table(db_path):
+    make_version_2(db_path)
+    with pytest.raises(MemoryBankError, match="schema version 2, older than 3"):
+        MemoryBank(db_path, readonly=True)
+    with MemoryBank(db_path) as bank:
+        assert bank.schema_version == 3
+        assert descriptions(bank.get_recent_events()) == ["from version 2"]
+        assert bank.get_id_tag("TAG2")["status"] == "Accepted"
+        assert bank.get_labels() == []
+        bank.record_label("CP1", "METER_FREEZE", at(0), at(1), {"kind": "meter-freeze"}, 7, "cp")
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert [label["seed"] for label in bank.get_labels()] == [7]
+        assert bank.get_recent_events()[0]["description"] == "from version 2"
+
+
+def test_record_label_takes_exactly_what_the_fault_labels_hand_it(bank, db_path):
+    """The keyword arguments of Label.record(), through bank_recorder and a real BankWriter,
+    as the injecting processes call it."""
+    from evsim.bank.writer import BankWriter
+    from evsim.faults.labels import Label, bank_recorder
+
+    label = Label("CP1", "OVER_CURRENT", 30.0, 150.0, at(0), at(2),
+                  {"kind": "over-current", "after": 30.0, "for": None, "factor": 1.25,
+                   "speed": 10.0}, 3, "charger")
+    writer = BankWriter(str(db_path), "charger")
+    try:
+        bank_recorder(writer, logging.getLogger("test"))(label)
+    finally:
+        assert writer.close() == 0
+    assert bank.get_labels() == [{
+        "id": 1, "charge_point_id": "CP1", "anomaly_type": "OVER_CURRENT",
+        "start": format_timestamp(at(0)), "end": format_timestamp(at(2)),
+        "parameters": {"kind": "over-current", "after": 30.0, "for": None, "factor": 1.25,
+                       "speed": 10.0},
+        "seed": 3, "source": "charger"}]
+    assert bank.record_label(**{**label.record(), "seed": None, "end": None}) == 2
+    assert bank.get_labels(limit=1)[0]["end"] is None, "an open label has no end"
+
+
+def test_get_labels_filters_by_type_charge_point_source_and_start(bank):
+    for minute, (cp, kind, source) in enumerate([("CP1", "A", "cp"), ("CP2", "A", "charger"),
+                                                 ("CP1", "B", "cp"), ("CP1", "A", "csms")]):
+        bank.record_label(cp, kind, at(minute), at(minute + 0.5), {"m": minute}, None, source)
+
+    def minutes(**filters) -> list[int]:
+        return [label["parameters"]["m"] for label in bank.get_labels(**filters)]
+    assert minutes() == [3, 2, 1, 0], "newest first"
+    assert minutes(anomaly_type="A") == [3, 1, 0]
+    assert minutes(charge_point_id="CP1", anomaly_type="A") == [3, 0]
+    assert minutes(source="charger") == [1]
+    assert minutes(since=at(1), until=at(2)) == [2, 1]
+    assert minutes(limit=2) == [3, 2]
+    assert count_where(bank.connection, "labels", equal={"anomaly_type": "A"}) == 3
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"charge_point_id": ""}, "charge_point_id must be a non-empty string"),
+    ({"anomaly_type": None}, "anomaly_type must be a non-empty string"),
+    ({"end": at(-1)}, "label end .* is before its start"),
+    ({"start": "soon"}, "not an ISO-8601 time"),
+    ({"seed": True}, "seed must be a whole number"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"parameters": {"x": math.inf}}, "parameters is not JSON-serialisable"),
+    ({"source": ""}, "source must be a non-empty string"),
+])
+def test_a_bad_label_is_a_value_error_and_stores_nothing(bank, fields, message):
+    good = {"charge_point_id": "CP1", "anomaly_type": "A", "start": at(0), "end": at(1),
+            "parameters": {}, "seed": 0, "source": "cp"}
+    with pytest.raises(ValueError, match=message):
+        bank.record_label(**{**good, **fields})
+    assert bank.get_labels() == []
+
+
+def test_labels_are_exported_to_json_csv_and_a_dataframe(bank, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    bank.record_label("CP1", "METER_GAP", at(1), at(2), {"kind": "meter-gap", "speed": 1.0},
+                      5, "cp")
+    bank.record_label("CP2", "METER_GAP", at(3), None, {"kind": "meter-gap"}, None, "cp")
+    assert bank.export_json(tmp_path / "all.json")["labels"] == 2
+    exported = json.loads((tmp_path / "all.json").read_text())["labels"]
+    assert [label["parameters"]["kind"] for label in exported] == ["meter-gap"] * 2
+    assert bank.export_csv(tmp_path / "labels.csv", "labels", charge_point_id="CP1") == 1
+    frame = bank.to_dataframe("labels")
+    assert list(frame.columns) == ["id", *schema.TABLES["labels"].columns]
+    assert str(frame["start"].dt.tz) == str(frame["end"].dt.tz) == "UTC"
+    assert frame["start"].iloc[0] == pandas.Timestamp(at(1))
+    assert pandas.isna(frame["end"].iloc[1])
+    assert frame["parameters"].iloc[0] == {"kind": "meter-gap", "speed": 1.0}
+    assert list(bank.to_dataframe("labels", charge_point_id="CP2")["id"]) == [2]
+
+
+def test_export_dataset_writes_one_csv_per_table_and_refuses_a_full_directory(bank, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setattr(export, "pyarrow_module", lambda: None)   # as here: no pyarrow
+    fill_events(bank)
+    bank.record_metric("current", 16.0, "A", "cp", "CP1", 1, timestamp=at(1))
+    bank.record_anomaly("METER_GAP", "LOW", "gap", charge_point_id="CP1", timestamp=at(2))
+    bank.record_label("CP1", "METER_GAP", at(1), at(2), {"kind": "meter-gap"}, 1, "cp")
+    target = tmp_path / "new" / "dataset"
+    assert bank.export_dataset(target) == {
+        "rows": {"metrics": 1, "events": 5, "labels": 1, "anomalies": 1}, "formats": ["csv"]}
+    assert sorted(p.name for p in target.iterdir()) == [
+        "anomalies.csv", "events.csv", "labels.csv", "metrics.csv"]
+    for table in export.DATASET_TABLES:
+        with open(target / f"{table}.csv", newline="", encoding="utf-8") as handle:
+            assert next(csv.reader(handle)) == ["id", *schema.TABLES[table].columns]
+    with pytest.raises(ValueError, match="is not empty"):
+        bank.export_dataset(target)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        bank.export_dataset(tmp_path / "file")
+    with pytest.raises(ValueError, match="no limit nor search"):
+        bank.export_dataset(tmp_path / "other", limit=3)
+    with pytest.raises(ValueError, match="unknown filter"):
+        bank.export_dataset(tmp_path / "other", colour="red")
+    assert not (tmp_path / "other").exists(), "a refused export makes no directory"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    counts = bank.export_dataset(empty, charge_point_id="CP2", since=at(0))["rows"]
+    assert counts == {"metrics": 0, "events": 1, "labels": 0, "anomalies": 0}
+
+
+def test_export_dataset_writes_parquet_when_pyarrow_is_installed(bank, tmp_path):
+    pytest.importorskip("pyarrow")
+    pandas = pytest.importorskip("pandas")
+    bank.record_metric("current", 16.0, "A", "cp", "CP1", 1, timestamp=at(1))
+    bank.record_label("CP1", "METER_GAP", at(1), None, {"kind": "meter-gap"}, None, "cp")
+    result = bank.export_dataset(tmp_path / "ds")
+    assert result["formats"] == ["csv", "parquet"]
+    labels = pandas.read_parquet(tmp_path / "ds" / "labels.parquet")
+    assert labels["start"].iloc[0] == pandas.Timestamp(at(1)) and pandas.isna(labels["end"][0])
+    assert json.loads(labels["parameters"].iloc[0]) == {"kind": "meter-gap"}
+    assert len(pandas.read_parquet(tmp_path / "ds" / "events.parquet")) == 0
+    assert pandas.read_parquet(tmp_path / "ds" / "metrics.parquet")["value"].tolist() == [16.0]
+
+
+def test_no_detector_reads_the_ground_truth():
+    """The central system, the charge point and the detectors never read the labels table."""
+    for folder in ("evsim/csms", "evsim/cp", "evsim/detection"):
+        for source in (ROOT / folder).rglob("*.py"):
+            text = source.read_text(encoding="utf-8")
+            assert "get_labels" not in text and "FROM labels" not in text, source
 
 
 def test_id_tags_are_created_changed_replaced_and_removed(bank):

@@ -165,8 +165,8 @@ def test_anomaly_session_pattern_and_statistics_sections(filled_db):
 
 def test_export_json_and_csv(filled_db, tmp_path):
     out = ok(filled_db, "--export", str(tmp_path / "all.json"))
-    assert f"Exported 9 events, 2 anomalies, 2 sessions, 4 metrics, 1 patterns, 0 id_tags to " \
-           f"{tmp_path / 'all.json'}" in out
+    assert f"Exported 9 events, 2 anomalies, 2 sessions, 4 metrics, 1 patterns, 0 id_tags, " \
+           f"0 labels to {tmp_path / 'all.json'}" in out
     exported = json.loads((tmp_path / "all.json").read_text())
     assert len(exported["events"]) == 9 and exported["patterns"][0]["confidence"] == 0.75
 
@@ -195,6 +195,58 @@ def test_export_refuses_the_database_and_its_files(filled_db, tmp_path):
         assert Path(db).read_bytes() == content
     assert "Events              9" in ok(filled_db, "--summary")
     assert "Events              9" in ok(csv_named, "--summary")
+
+
+def test_export_dataset_writes_one_csv_per_table_ready_for_pandas(filled_db, tmp_path):
+    with MemoryBank(filled_db) as bank:
+        bank.record_label("CP1", "CURRENT_FLUCTUATION", NOW - timedelta(minutes=21),
+                          NOW - timedelta(minutes=19), {"kind": "oscillation", "speed": 1.0},
+                          4, "charger")
+    target = tmp_path / "dataset"
+    out = ok(filled_db, "--export-dataset", str(target))
+    assert out == (f"Exported 4 metrics, 9 events, 1 labels, 2 anomalies to {target} as CSV "
+                   f"(no Parquet: pyarrow is not installed)\n")
+    assert sorted(path.name for path in target.iterdir()) == [
+        "anomalies.csv", "events.csv", "labels.csv", "metrics.csv"]
+    with open(target / "labels.csv", newline="", encoding="utf-8") as handle:
+        (label,) = csv.DictReader(handle)
+    assert (label["charge_point_id"], label["anomaly_type"], label["seed"], label["source"]) == (
+        "CP1", "CURRENT_FLUCTUATION", "4", "charger")
+    assert json.loads(label["parameters"]) == {"kind": "oscillation", "speed": 1.0}
+    assert label["end"] > label["start"]
+
+    filtered = as_json(filled_db, "--export-dataset", str(tmp_path / "cp2"), "--cp", "CP2")
+    assert filtered["export_dataset"] == {
+        "path": str(tmp_path / "cp2"), "rows": {"metrics": 0, "events": 4, "labels": 0,
+                                                 "anomalies": 1}, "formats": ["csv"]}
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(target / "metrics.csv")
+    assert list(frame.columns) == ["id", "timestamp", "name", "value", "unit", "source",
+                                   "charge_point_id", "transaction_id"]
+    assert frame["value"].tolist() == [10.0, 16.0, 22.0, 230.0]
+
+
+def test_export_dataset_refuses_a_directory_that_is_not_empty(filled_db, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+    for target, message in ((full, "is not empty: export the dataset to a new or empty "
+                                   "directory"),
+                            (tmp_path / "afile", "exists and is not a directory")):
+        result = viewer(filled_db, "--export-dataset", str(target), "--summary")
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        assert result.stderr == f"memory_viewer: error: --export-dataset {target} {message}\n"
+    assert [path.name for path in full.iterdir()] == ["notes.txt"]
+    assert (full / "notes.txt").read_text() == (tmp_path / "afile").read_text() == "mine"
+
+
+def test_score_without_labels_says_so_and_counts_the_anomalies_as_false(filled_db):
+    out = ok(filled_db, "--score")
+    assert "No labels (ground truth) to score" in out
+    row = next(line for line in out.splitlines() if line.startswith("CURRENT_FLUCTUATION"))
+    assert row.split() == ["CURRENT_FLUCTUATION", "0", "2", "0", "2", "0", "0.00", "-", "-", "-"]
+    assert as_json(filled_db, "--score", "--cp", "CP2")["score"]["anomalies"] == 1
 
 
 def test_no_flags_and_no_terminal_prints_the_summary(filled_db):

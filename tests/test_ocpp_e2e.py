@@ -228,7 +228,7 @@ def test_normal_scenario_makes_sessions_and_metrics_but_no_fluctuation(site):
     assert session["stop_reason"] == "Remote" and session["energy_wh"] > 0
     assert 25 < session["max_current"] <= 32.0 and session["sample_count"] >= 10
     assert (frames.START, None) in site.recorder.frames
-    assert all(amps in (None, 32.0) for _, amps in site.recorder.frames)
+    assert all(amps in (None, 16.0, 32.0) for _, amps in site.recorder.frames)  # curtailed once
     with site.bank() as bank:
         assert bank.get_anomalies() == []
         assert len(bank.get_metrics("current", charge_point_id="CP_1")) >= 20

@@ -166,11 +166,37 @@ def test_stop_leaves_alone_a_process_that_only_reuses_a_recorded_pid(tmp_path):
 
 @pytest.mark.parametrize("args", [["--speed", "fast"], ["--speed", "0"], ["--port", "0"],
                                   ["--bus-port", "70000"], ["--duration", "-1"],
-                                  ["--workdir", "--headless"], ["--bogus"]])
+                                  ["--workdir", "--headless"], ["--bogus"], ["--seed", "x"],
+                                  ["--inject"]])
 def test_bad_arguments_exit_2(args):
     result = subprocess.run([RUN_ALL, *args], capture_output=True, text=True)
     assert result.returncode == 2 and args[0] in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_injections_go_to_the_process_that_owns_them(tmp_path):
+    result = run_headless(tmp_path, "--duration", "12", "--speed", "10", "--seed", "5",
+                          "--inject", "dropout:after=1,for=2", "--inject",
+                          "meter-gap:after=1,for=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    charger = (tmp_path / "logs" / "charger.log").read_text()
+    cp = (tmp_path / "logs" / "cp.log").read_text()
+    assert "injecting dropout:after=1,for=2 (seed 5, charge point CP_1)" in charger
+    assert "injecting meter-gap:after=1,for=2 (seed 5, charge point CP_1)" in cp
+    assert "meter-gap" not in charger and "dropout" not in cp
+    assert "label CP_1 METER_VALUE_GAP" in cp
+    assert "Traceback" not in charger + cp
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("teleport", "unknown fault kind 'teleport': valid kinds are oscillation"),
+    ("meter-gap:for=x", "bad value 'x' for meter-gap for")])
+def test_a_bad_injection_is_one_line_and_exit_2_before_anything_starts(tmp_path, spec, error):
+    result = run_headless(tmp_path, "--inject", "dropout", "--inject", spec, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and error in result.stderr
+    assert "meter-freeze" in result.stderr or "valid parameters" in result.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / ".run").exists()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -1,9 +1,9 @@
 """MemoryBank: the site's persistent memory, one SQLite file shared by every process.
 
-Six tables (:mod:`~evsim.bank.schema`): ``events`` (OCPP messages, CAN frames, system events),
+Seven tables (:mod:`~evsim.bank.schema`): ``events`` (OCPP messages, CAN frames, system events),
 ``anomalies``, ``sessions`` (one per charging transaction), ``metrics`` (current, voltage, power,
-energy samples), ``patterns`` (learned behaviour, one row per name) and ``id_tags`` (the central
-system's id-tag list). How several processes
+energy samples), ``patterns`` (learned behaviour, one row per name), ``id_tags`` (the central
+system's id-tag list) and ``labels`` (the ground truth of injected faults). How several processes
 write at once without losing a row is :mod:`~evsim.bank.connection`'s job; reads go through
 :func:`~evsim.bank.query.rows_where`; exports stream (:mod:`~evsim.bank.export`).
 
@@ -189,8 +189,20 @@ class MemoryBank:
         rows = values.rows(tags, partial(idtags.row, self.clock), "id tag")
         return self.connection.write(lambda conn: idtags.replace_all(conn, rows))
 
+    def record_label(self, charge_point_id: str, anomaly_type: str, start: Timestamp,
+                     end: Timestamp, parameters: Any = None, seed: Optional[int] = None,
+                     source: str = "") -> int:
+        """Store one label of ground truth: ``anomaly_type`` should be detected on
+        ``charge_point_id`` from ``start`` to ``end`` (None: still open). ``parameters`` is any
+        JSON value (the fault's kind, parameters and the run's ``speed``), ``seed`` the run's
+        seed, ``source`` the process that injected it. Returns its id. No detector reads these."""
+        row = values.label_row(self.clock, charge_point_id, anomaly_type, start, end,
+                               parameters, seed, source)
+        return self._insert("labels", TABLES["labels"].columns, row)
+
     def clean_old_data(self, days: float = 7) -> dict[str, int]:
-        """Delete events, anomalies, metrics and finished sessions older than ``days``.
+        """Delete events, anomalies, metrics, finished sessions and ended labels older than
+        ``days``.
 
         Learned patterns are kept. Deletes go in small transactions so writers never wait long
         (:func:`~evsim.bank.updates.delete_older_than`). Returns the rows deleted per table.
@@ -227,6 +239,16 @@ class MemoryBank:
         """How many anomalies get_anomalies(None, ...) would return, without reading them."""
         return query.count_where(self.connection, "anomalies", equal=_anomaly_filters(
             severity, anomaly_type, charge_point_id), since=since, until=until, clock=self.clock)
+
+    def get_labels(self, limit: Optional[int] = None, anomaly_type: Optional[str] = None,
+                   charge_point_id: Optional[str] = None, source: Optional[str] = None,
+                   since: Since = None, until: Since = None) -> list[dict]:
+        """Labels (ground truth) newest first by start, every one unless ``limit``; filtered
+        by exact type, charge point, source, and start time."""
+        return self._select("labels", equal={"anomaly_type": anomaly_type,
+                                             "charge_point_id": charge_point_id,
+                                             "source": source},
+                            since=since, until=until, limit=limit)
 
     def get_sessions(self, limit: Optional[int] = 50, charge_point_id: Optional[str] = None,
                      since: Since = None) -> list[dict]:
@@ -323,6 +345,16 @@ class MemoryBank:
         """Write the rows of one table that match ``filters`` as CSV, oldest first (atomically,
         streamed); returns the rows written. See :func:`evsim.bank.export.export_csv`."""
         return export.export_csv(self.connection, path, table, clock=self.clock, **filters)
+
+    def export_dataset(self, directory: Union[str, os.PathLike], **filters: Any) -> dict:
+        """Metrics, events, labels and anomalies as one CSV file per table in ``directory``
+        (which must be missing or empty: ValueError otherwise), and as Parquet too when pyarrow
+        is installed, from one snapshot, streamed. ``filters``: charge_point_id, since, until.
+        Returns ``{"rows": {table: count}, "formats": ["csv", ...]}``."""
+        pyarrow = export.pyarrow_module()
+        rows = export.export_dataset(self.connection, directory, clock=self.clock,
+                                     parquet=pyarrow, **filters)
+        return {"rows": rows, "formats": ["csv"] + (["parquet"] if pyarrow else [])}
 
     def to_dataframe(self, table: str, **filters: Any):
         """A pandas DataFrame of one table, oldest first, times as UTC datetimes.

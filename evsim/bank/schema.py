@@ -30,7 +30,7 @@ class Table:
 
 #: The names of every column that holds a stored timestamp, in any table.
 TIME_COLUMNS = frozenset({"timestamp", "start_time", "end_time", "first_seen", "last_seen",
-                          "expiry_date", "updated"})
+                          "expiry_date", "updated", "start", "end"})
 
 TABLES: dict[str, Table] = {table.name: table for table in (
     Table("events", ("timestamp", "event_type", "source", "description", "data", "charge_point_id"),
@@ -48,6 +48,8 @@ TABLES: dict[str, Table] = {table.name: table for table in (
     Table("patterns", ("name", "parameters", "occurrences", "confidence", "first_seen",
                        "last_seen"), "last_seen", ("parameters",)),
     Table("id_tags", ("id_tag", "status", "expiry_date", "parent_id_tag", "updated"), "updated"),
+    Table("labels", ("charge_point_id", "anomaly_type", "start", "end", "parameters", "seed",
+                     "source"), "start", ("parameters",)),
 )}
 
 
@@ -140,10 +142,31 @@ SCHEMA_V2 = (
         updated TEXT NOT NULL)""",
 )
 
+#: Version 3: ground truth, one row per interval in which an injected fault (or a scenario's
+#: misbehaviour) showed (:mod:`evsim.faults.labels`): which charge point, the ``anomaly_type`` a
+#: detector should record, its start and end (no end: still open), the fault's parameters (JSON),
+#: the seed and the process that injected it. Written by the injectors, read by the score and the
+#: dataset export, never by a detector.
+SCHEMA_V3 = (
+    """CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        charge_point_id TEXT NOT NULL,
+        anomaly_type TEXT NOT NULL,
+        start TEXT NOT NULL,
+        "end" TEXT,
+        parameters TEXT,
+        seed INTEGER,
+        source TEXT NOT NULL)""",
+    "CREATE INDEX labels_start ON labels (start)",
+    "CREATE INDEX labels_type ON labels (anomaly_type, start)",
+    "CREATE INDEX labels_charge_point ON labels (charge_point_id, start)",
+)
+
 #: Schema version -> the statements that bring the previous version to it.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: SCHEMA_V1,
     2: SCHEMA_V2,
+    3: SCHEMA_V3,
 }
 
 #: The version this program writes and reads.

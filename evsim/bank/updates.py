@@ -76,9 +76,11 @@ def upsert_pattern(conn: sqlite3.Connection, name: str, parameters: str,
     return conn.execute("SELECT id FROM patterns WHERE name = ?", (name,)).fetchone()[0]
 
 
-#: What "old" means per table; patterns (learned knowledge) and open sessions are kept.
+#: What "old" means per table; patterns (learned knowledge), open sessions and open labels are
+#: kept; a label goes once it ended before the cutoff, as its anomalies do.
 OLD_ROWS = {"events": "timestamp < ?1", "anomalies": "timestamp < ?1",
-            "metrics": "timestamp < ?1", "sessions": "end_time IS NOT NULL AND end_time < ?1"}
+            "metrics": "timestamp < ?1", "sessions": "end_time IS NOT NULL AND end_time < ?1",
+            "labels": '"end" IS NOT NULL AND "end" < ?1'}
 
 
 def delete_older_than(connection: Connection, cutoff: str) -> dict[str, int]:

@@ -209,3 +209,20 @@ def rows(items: Iterable[dict], make_row: Callable[..., tuple], what: str) -> li
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{what} {index}: {exc}") from None
     return encoded
+
+
+def label_row(clock: Clock, charge_point_id: str, anomaly_type: str, start: Timestamp,
+              end: Timestamp, parameters: Any = None, seed: Optional[int] = None,
+              source: str = "") -> tuple:
+    """The values of a labels row, in the order of its columns. ``end`` None is an open label
+    (not now, unlike the other times); an end before the start is refused."""
+    start_text = stored_time(start, clock)
+    end_text = None if end is None else stored_time(end, clock)
+    if end_text is not None and end_text < start_text:
+        raise ValueError(f"label end {end_text} is before its start {start_text}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or abs(seed) > SQLITE_MAX_INTEGER):
+        raise ValueError(f"seed must be a whole number (or None), got {seed!r}")
+    return (text(charge_point_id, "charge_point_id"), text(anomaly_type, "anomaly_type"),
+            start_text, end_text, to_json(parameters, "parameters"), seed,
+            text(source, "source"))

@@ -73,7 +73,7 @@ class Availability:
             return
         self.reported_zero = status
         station.send("StatusNotification", connector_id=0, error_code="NoError", status=status,
-                     timestamp=ocpp_time(station.clock.now()))
+                     timestamp=ocpp_time(station.sent_time()))
 
     # -- UnlockConnector ------------------------------------------------------------------------
 

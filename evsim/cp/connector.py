@@ -66,9 +66,11 @@ class Connector:
         """Nothing on it: a transaction may be started or a reservation made."""
         return self.status in ("Available", "Reserved")
 
-    def unreported(self) -> str | None:
-        """The status to report now, if it changed since the last report (and mark it told)."""
-        if self.status == self.reported:
+    def unreported(self, shown: str | None = None) -> str | None:
+        """The status to report now, if it changed since the last report (and mark it told).
+        ``shown``: the status the charge point shows, when an injected fault alters it."""
+        status = shown or self.status
+        if status == self.reported:
             return None
-        self.reported = self.status
-        return self.status
+        self.reported = status
+        return status

@@ -162,7 +162,7 @@ class Diagnostics:
         """A SecurityEventNotification, kept in the state file until delivered (also across a
         lost connection and a restart), and in the security log GetLog uploads."""
         station = self.station
-        now = ocpp_time(station.clock.now())
+        now = ocpp_time(station.sent_time())
         payload = {"type": event_type, "timestamp": now}
         if tech_info:
             payload["tech_info"] = tech_info[:255]

@@ -4,6 +4,9 @@ Answers every message of OCPP 1.6J's six feature profiles and the security exten
 the charger with CAN 0x200/0x201/0x210 and meters the current it publishes on 0x300; with
 --api-port a person or a script plugs in, presents idTags and puts in faults over HTTP. Transaction messages survive a lost connection and a restart of
 the charge point itself (OCPP 1.6 §3.7): they are kept in a state file beside the MemoryBank.
+``--inject KIND[:key=value,...]`` (repeatable) with ``--seed N`` makes it misreport on cue
+(meter-freeze, meter-backwards, energy-drift, clock-skew, meter-gap, status-flap: see
+evsim.faults), and records the ground truth of each fault as a label.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from evsim.cp.config import usable_profile
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
 from evsim.cp.station import Station
+from evsim.faults import kinds
+from evsim.faults.labels import bank_recorder
 
 log = logging.getLogger("cp")
 
@@ -60,12 +65,14 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         writer.close()
         state.close()
         raise cli.UsageError(exc) from None
+    inject(args, station, writer)
     link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
     station.charger.link = link
     loop.add_signal_handler(signal.SIGUSR1, station.local_stop)
     cli.announce(writer, f"cp {args.id} started",
                  {"url": args.url, "speed": args.speed, "can": canbus.describe(config),
-                  "state": str(state_path)}, args.id)
+                  "state": str(state_path), "inject": [str(spec) for spec in args.inject],
+                  "seed": args.seed}, args.id)
     log.info("charge point %s -> %s, CAN %s, speed %g, state %s", args.id, args.url,
              canbus.describe(config), args.speed, state_path)
     station.recover()
@@ -76,6 +83,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     supervisor.start(metering.run_meter(station), "meter")
     supervisor.start(metering.run_watchdog(station), "watchdog")
     supervisor.start(metering.run_aligned(station), "clock-aligned meter")
+    if station.status_faults is not None and station.status_faults.windows:
+        supervisor.start(metering.run_status_faults(station), "injected status")
     try:
         await supervisor.stop.wait()
         await station.shut_down(timeout=SHUTDOWN_TIMEOUT_S)
@@ -84,9 +93,27 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
             await runner.cleanup()
         link.close()
         await supervisor.cancel()
+        station.close_faults()
         writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
         writer.close()
         state.close()
+
+
+def inject(args: argparse.Namespace, station: Station, writer: BankWriter) -> None:
+    """The faults of ``--inject``, their labels written through ``writer``; none: unchanged."""
+    if not args.inject:
+        return
+    for spec in args.inject:
+        log.warning("injecting %s (seed %d, charge point %s)", spec, args.seed, args.id)
+    station.inject(args.inject, bank_recorder(writer, log), args.seed)
+
+
+def inject_argument(text: str) -> kinds.FaultSpec:
+    """``--inject``: a fault of this process, or a one-line error listing the valid ones."""
+    try:
+        return kinds.parse_inject(text, kinds.CHARGE_POINT)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def start_api(station: Station, port: int) -> web.AppRunner:
@@ -145,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-port", type=port_number, metavar="PORT",
                         help="serve the control API (plug in, present an idTag, ...) on "
                              "127.0.0.1:PORT, 0 for any free one (default: off)")
+    parser.add_argument("--inject", type=inject_argument, action="append", default=[],
+                        metavar="KIND[:key=value,...]",
+                        help=kinds.inject_help(kinds.CHARGE_POINT))
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, metavar="N",
+                        help="seed of the injected faults (default: 0)")
     secure = parser.add_argument_group("security (OCPP 1.6 Security Whitepaper profiles 1-3)")
     secure.add_argument("--security-profile", type=int, choices=PROFILES, default=0,
                         help="0: none; 1: HTTP Basic auth; 2: Basic auth over TLS; 3: TLS with "

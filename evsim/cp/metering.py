@@ -49,33 +49,43 @@ def meter_value(moment: datetime, values: list[Reading], context: str = "Sample.
                               "measurand": r.measurand, "unit": r.unit} for r in values]}
 
 
-def station_readings(station: Station, key: str) -> list[Reading]:
-    return readings(station.meter.amps or 0.0, station.voltage, station.meter.energy_wh,
+def station_readings(station: Station, key: str, amps: float | None = None,
+                     energy_wh: float | None = None) -> list[Reading]:
+    """The readings of the measurands that ``key`` names: the meter's, or ``amps`` and
+    ``energy_wh`` as an injected fault has them sent."""
+    return readings(station.meter.amps or 0.0 if amps is None else amps, station.voltage,
+                    station.meter.energy_wh if energy_wh is None else energy_wh,
                     station.limit_in_force(), station.config.measurands(key))
 
 
 def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
     """One MeterValues from the latest 0x300 frame (none while the charger is silent), with the
-    measurands of MeterValuesSampledData (MeterValuesAlignedData for Sample.Clock)."""
+    measurands of MeterValuesSampledData (MeterValuesAlignedData for Sample.Clock); an injected
+    fault may alter its timestamp and register, or leave it unsent."""
     tx = station.transaction
     if station.meter.amps is None or station.charger.silent or (tx is None and
                                                                  not station.connected):
         return
     now = station.clock.now()
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as OCPP carries it
+    register = {"energy_wh": station.meter.energy_wh, "energy_at": ocpp_time(now)}
+    sent = station.reading(now)
+    if sent is None:  # a meter gap: nothing measured is sent
+        station.store.put(station.id, **register)
+        return
+    moment = sent.timestamp
     aligned = context == "Sample.Clock"
     values = station_readings(station, "MeterValuesAlignedData" if aligned
-                              else "MeterValuesSampledData")
+                              else "MeterValuesSampledData", sent.amps, sent.energy_wh)
     if tx is not None and context != "Trigger":
         extra = station_readings(station, "StopTxnAlignedData" if aligned else
-                                 "StopTxnSampledData")
+                                 "StopTxnSampledData", sent.amps, sent.energy_wh)
         if extra:
-            tx.data = [*tx.data, meter_value(now, extra, context)][-MAX_TRANSACTION_DATA:]
-    register = {"energy_wh": station.meter.energy_wh, "energy_at": ocpp_time(now)}
+            tx.data = [*tx.data, meter_value(moment, extra, context)][-MAX_TRANSACTION_DATA:]
     if not values:
         station.store.put(station.id, **register)
         return
-    payload = {"connector_id": CONNECTOR_ID, "meter_value": [meter_value(now, values, context)]}
+    payload = {"connector_id": CONNECTOR_ID, "meter_value": [meter_value(moment, values, context)]}
     if tx is None:
         station.store.put(station.id, **register)
         station.outbox.put(Message("MeterValues", payload))
@@ -85,7 +95,7 @@ def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
     if station.writer is not None:  # after the store: what is recorded was queued for sure
         for reading in values:
             station.writer.metric(reading.name, round(reading.value, 1), reading.unit,
-                                  station.id, tx.transaction_id if tx else None, now)
+                                  station.id, tx.transaction_id if tx else None, moment)
 
 
 async def run_meter(station: Station) -> None:
@@ -117,6 +127,14 @@ async def run_aligned(station: Station) -> None:
         await clock.sleep(math.floor(sim_now / interval + 1) * interval - sim_now)
         if station.config["ClockAlignedDataInterval"] == interval:
             take_sample(station, "Sample.Clock")
+
+
+async def run_status_faults(station: Station, period_s: float = 0.5) -> None:
+    """With an injected ``status-flap``: the shown status looked at every ``period_s`` simulated
+    seconds, a StatusNotification for each change (the watchdog alone may look less often)."""
+    while True:
+        await station.clock.sleep(period_s)
+        station.report_status()
 
 
 async def run_watchdog(station: Station) -> None:

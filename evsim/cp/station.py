@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,9 @@ from evsim.cp.smart_charging import SmartCharging
 from evsim.cp.store import StateStore
 from evsim.cp.transactions import CRASH_STOP_REASON, Transaction, TransactionRules
 from evsim.cp.triggers import Triggers
+from evsim.faults.kinds import FaultSpec
+from evsim.faults.labels import OnLabel
+from evsim.faults.meter import MeterFaults, Reading, StatusFaults, charge_point_faults
 from evsim.ocpp16.endpoint import one_line
 from evsim.ocpp16.profiles import ProfileStore
 from evsim.timefmt import ocpp_time
@@ -42,6 +46,8 @@ log = logging.getLogger("cp")
 
 __all__ = ["CRASH_STOP_REASON", "Station", "Transaction"]
 VENDOR, MODEL = "EVChargingSim", "SimCP-1"
+#: The errorCode and info of a Faulted that only an injected ``status-flap`` shows.
+FLAP_ERROR: tuple[str, str | None] = ("OtherError", None)
 FIRMWARE_VERSION = "1.0.0"
 
 
@@ -94,6 +100,9 @@ class Station(TransactionRules):
         self.diagnostics = Diagnostics(self)
         self.certificates = Certificates(self, settings, files)
         self.local = LocalActions(self)
+        self.meter_faults: MeterFaults | None = None  # --inject: see inject()
+        self.status_faults: StatusFaults | None = None
+        self.register_offset_wh = 0.0  # what the injected faults moved the sent register by
 
     def event(self, event_type: str, description: str, data: Any = None) -> None:
         if self.writer is not None:
@@ -127,20 +136,72 @@ class Station(TransactionRules):
         return {"charge_point_model": MODEL, "charge_point_vendor": VENDOR,
                 "firmware_version": self.firmware_version}
 
+    # -- injected faults (--inject) -------------------------------------------------------------
+
+    def inject(self, specs: Sequence[FaultSpec], on_label: OnLabel, seed: int | None) -> None:
+        """Have the charge point misreport as ``specs`` say (meter, clock and status faults);
+        each fault hands its ground truth to ``on_label``. Without a call nothing changes."""
+        self.meter_faults, self.status_faults = charge_point_faults(
+            specs, charge_point_id=self.id, on_label=on_label, seed=seed,
+            speed=self.clock.speed, source="cp")
+
+    def close_faults(self) -> None:
+        """Shutdown: the injected faults hand over the labels still open."""
+        for faults in (self.meter_faults, self.status_faults):
+            if faults is not None:
+                faults.close(self.clock.sim(), self.clock.now())
+
+    def sent_time(self, now: datetime | None = None) -> datetime:
+        """A timestamp the charge point sends, as its clock (skewed by a fault) has it."""
+        now = now or self.clock.now()
+        if self.meter_faults is None:
+            return now
+        return self.meter_faults.timestamp(self.clock.sim(), now)
+
+    def reading(self, now: datetime) -> Reading | None:
+        """What to send for a sample of the meter taken ``now``: its timestamp, current and
+        register, as the injected faults alter them; None: send nothing (a meter gap)."""
+        amps, energy_wh = self.meter.amps or 0.0, self.meter.energy_wh
+        if self.meter_faults is None:
+            return Reading(now, amps, energy_wh)
+        sent = self.meter_faults.apply(self.clock.sim(), now, amps, energy_wh,
+                                       self.transaction is not None)
+        if sent is not None:
+            self.register_offset_wh = sent.energy_wh - energy_wh
+        return sent
+
+    @property
+    def register_wh(self) -> int:
+        """The register as meterStart/meterStop carry it (whole Wh), moved as the MeterValues'
+        is by an injected fault: a real meter carries on from where it was."""
+        if not self.register_offset_wh:
+            return self.meter.register_wh
+        return int(max(0.0, self.meter.energy_wh + self.register_offset_wh))
+
     # -- status ---------------------------------------------------------------------------------
+
+    def shown_status(self) -> str:
+        """The connector's status as the charge point reports it (an injected flap alters it)."""
+        status = self.connector.status
+        if self.status_faults is None:
+            return status
+        return self.status_faults.status(self.clock.sim(), self.clock.now(), status)
 
     def report_status(self, always: bool = False) -> None:
         """A StatusNotification when the status changed (or ``always``), if connected."""
-        status = self.connector.unreported()
+        shown = self.shown_status()
+        status = self.connector.unreported(shown)
         if always:
-            status = self.connector.status
+            status = shown
             self.availability.report_zero()
         if status is None or not self.connected:
             return
         error, info = self.connector.error
+        if status == "Faulted" and error == "NoError":
+            error, info = FLAP_ERROR
         self.event("STATUS", f"connector {CONNECTOR_ID} {status}", {"error_code": error})
         self.send("StatusNotification", connector_id=CONNECTOR_ID, error_code=error,
-                  status=status, info=info, timestamp=ocpp_time(self.clock.now()))
+                  status=status, info=info, timestamp=ocpp_time(self.sent_time()))
 
     # -- CAN and the limit ----------------------------------------------------------------------
 

@@ -130,12 +130,12 @@ class TransactionRules:
         self.local.started()
         now = self.clock.now()
         payload = {"connector_id": CONNECTOR_ID, "id_tag": id_tag,
-                   "meter_start": self.meter.register_wh, "timestamp": ocpp_time(now)}
+                   "meter_start": self.register_wh, "timestamp": ocpp_time(self.sent_time(now))}
         reservation_id = self.reservations.consume()
         if reservation_id is not None:
             payload["reservation_id"] = reservation_id
         ref, stored_id = self.store.open_transaction(
-            self.id, id_tag, payload["meter_start"], payload["timestamp"],
+            self.id, id_tag, payload["meter_start"], ocpp_time(now),
             ("StartTransaction", payload))
         tx = self.transactions[ref] = Transaction(ref, id_tag, payload["meter_start"], now,
                                                   parent_id_tag=parent_id_tag)
@@ -170,7 +170,7 @@ class TransactionRules:
                    {"transaction_id": tx.transaction_id, "reason": reason})
 
     def _queue_stop(self, tx: Transaction, reason: str, when: datetime) -> None:
-        payload = {"meter_stop": self.meter.register_wh, "timestamp": ocpp_time(when),
+        payload = {"meter_stop": self.register_wh, "timestamp": ocpp_time(self.sent_time(when)),
                    "reason": reason, "id_tag": tx.id_tag}
         if tx.data:
             payload["transaction_data"] = tx.data

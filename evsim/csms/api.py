@@ -193,6 +193,7 @@ async def send(request: web.Request) -> web.Response:
     except actions.SchemaError as exc:
         raise Refusal(502, "invalid-response", f"{station.id}'s answer to {action} breaks the "
                                                f"schema: {exc}", response=result.payload) from None
+    system.profile_answered(station, action, payload, result.payload.get("status"))
     if (action == "ChangeConfiguration" and payload.get("key") == "AuthorizationKey"
             and result.payload.get("status") == "Accepted"):
         system.authorization_key_changed(station, payload.get("value"))

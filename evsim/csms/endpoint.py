@@ -6,6 +6,7 @@ As in the ``ocpp`` library's examples, the ``@on`` handlers only hand off: the c
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 import websockets
@@ -15,6 +16,7 @@ from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
 from evsim.constants import RESPONSE_TIMEOUT_S
+from evsim.csms.analysis import PROFILE_ACTIONS
 from evsim.csms.scenario import LinkClosed
 from evsim.ocpp16 import endpoint as ocpp16
 
@@ -76,6 +78,10 @@ class CsmsEndpoint(ocpp16.Endpoint):
     async def call(self, payload: Any, suppress: bool = True, unique_id: Optional[str] = None,
                    skip_schema_validation: bool = False) -> Any:
         result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        action = type(payload).__name__
+        if action in PROFILE_ACTIONS and is_dataclass(payload):
+            self.system.profile_answered(self.station, action, asdict(payload),
+                                         getattr(result, "status", None))
         if (isinstance(payload, call.ChangeConfiguration) and payload.key == "AuthorizationKey"
                 and getattr(result, "status", None) == ConfigurationStatus.accepted):
             self.system.authorization_key_changed(self.station, payload.value)
@@ -133,7 +139,7 @@ class CsmsEndpoint(ocpp16.Endpoint):
     def on_meter_values(self, connector_id: int, meter_value: list,
                         transaction_id: Optional[int] = None,
                         **kwargs: Any) -> call_result.MeterValues:
-        return self.system.meter_values(self, meter_value, transaction_id)
+        return self.system.meter_values(self, meter_value, transaction_id, connector_id)
 
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kwargs: Any) -> call_result.DataTransfer:

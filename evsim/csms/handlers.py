@@ -59,6 +59,8 @@ class Handlers:
         endpoint.station.connectors[connector_id] = {
             "status": status, "errorCode": error_code, **snake_to_camel_case(fields),
             "at": self._now()}
+        if endpoint.station.analyser is not None:
+            endpoint.station.analyser.status(connector_id, status, fields.get("timestamp"))
         return call_result.StatusNotification()
 
     def report(self, endpoint: CsmsEndpoint, action: str, fields: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 """The OCPP 1.6J central system: serves charge points, drives the scenario, records everything.
 
 Serves ws://HOST:PORT/<charge_point_id>, answers the charge point's messages, drives the chosen
-scenario on every accepted charge point, analyses the Current.Import of every MeterValues for a
-fluctuation, and records messages, metrics, sessions and anomalies in the MemoryBank.
+scenario on every accepted charge point, analyses what each one sends (and the limits set on it)
+for anomalies of every kind (evsim/csms/analysis.py), and records messages, metrics, sessions and
+anomalies in the MemoryBank.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the central system knows of each charge point across its connections.
 
-A charge point keeps its record (transaction, scenario progress, current analysis) when it
+A charge point keeps its record (transaction, scenario progress, analysis) when it
 reconnects; a second connection with the same id replaces the first. Transaction ids continue from
 the MemoryBank's highest, so they are unique across restarts. Everything kept is bounded, for a
 process that runs for days: a short window of finished transaction ids per charge point, and at
@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from evsim.csms.recording import CurrentAnalyser
+from evsim.csms.analysis import ChargePointAnalysis
 from evsim.csms.scenario import ScenarioRunner
 
 #: Finished transaction ids remembered per charge point: a repeated StopTransaction (one whose
@@ -64,12 +64,12 @@ class RecentIds:
 @dataclass(eq=False)
 class Station:
     """One charge point: its current connection (``link``, None while away), the transaction it
-    runs, the scenario's progress and the analysis of its current; for the control API, what it
+    runs, the scenario's progress and the analysis of what it sends; for the control API, what it
     last said of itself (``boot``, each connector's status, the last report of each kind, the
     last message) and whether the API paused its scenario."""
 
     id: str
-    analyser: CurrentAnalyser
+    analyser: ChargePointAnalysis
     runner: Optional[ScenarioRunner] = None
     link: Any = None
     transaction_id: Optional[int] = None

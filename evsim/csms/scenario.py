@@ -25,6 +25,11 @@ SCENARIOS = ("fluctuation", "normal", "none")
 ID_TAG = "SIMULATOR"
 PROFILE_ID = 1
 NORMAL_LIMIT_A = 32.0
+#: ``normal`` curtails each session once, as smart charging does: to this limit, for a while.
+CURTAILED_LIMIT_A = 16.0
+#: An endless ``normal`` session curtails after this many simulated seconds, for as long.
+CURTAIL_AFTER_S = 60.0
+CURTAIL_FOR_S = 60.0
 #: An Absolute profile starts this far back, so a charge point whose clock is a little behind
 #: already has it in force.
 CLOCK_MARGIN = timedelta(minutes=1)
@@ -32,8 +37,10 @@ CLOCK_MARGIN = timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class Step:
-    """One scenario step: ``action`` (set_limit, remote_start, remote_stop), then wait ``wait_s``
-    simulated seconds (None: until the scenario is stopped)."""
+    """One scenario step: ``action`` (set_limit: a TxDefaultProfile; remote_start, with a
+    TxProfile of ``amps`` if given; set_tx_limit: a TxProfile of ``amps`` for the transaction
+    running; remote_stop), then wait ``wait_s`` simulated seconds (None: until the scenario is
+    stopped)."""
 
     action: str
     amps: Optional[float]
@@ -49,8 +56,11 @@ CYCLE_SECONDS = sum(step.wait_s for step in FLUCTUATION_CYCLE)
 def scenario_steps(scenario: str, cycles: int, start: int = 0) -> Iterator[Step]:
     """The steps of a scenario from step number ``start``; ``cycles`` 0 means forever.
 
-    ``normal`` is one transaction at a steady 32 A that lasts as long as ``cycles`` fluctuation
-    cycles would (forever for 0), so the control case runs as long as the anomalous one.
+    ``normal`` is one transaction that lasts as long as ``cycles`` fluctuation cycles would
+    (forever for 0), so the control case runs as long as the anomalous one, curtailed once as
+    smart charging does: 32 A, then 16 A, then 32 A again (for 3/8, 1/4 and 3/8 of it, so a
+    short one still reaches 32 A; endless: 16 A from 60 s to 120 s), so that a lowered limit
+    exists to follow or to ignore.
     """
     if scenario == "fluctuation":
         length = len(FLUCTUATION_CYCLE)
@@ -59,7 +69,12 @@ def scenario_steps(scenario: str, cycles: int, start: int = 0) -> Iterator[Step]
         for number in rounds:
             yield from FLUCTUATION_CYCLE[offset if number == first_cycle else 0:]
     elif scenario == "normal":
-        steps = [Step("remote_start", NORMAL_LIMIT_A, CYCLE_SECONDS * cycles if cycles else None)]
+        length = CYCLE_SECONDS * cycles
+        before, during, after = ((length * 3 / 8, length / 4, length * 3 / 8) if cycles
+                                 else (CURTAIL_AFTER_S, CURTAIL_FOR_S, None))
+        steps = [Step("remote_start", NORMAL_LIMIT_A, before),
+                 Step("set_tx_limit", CURTAILED_LIMIT_A, during),
+                 Step("set_tx_limit", NORMAL_LIMIT_A, after)]
         if cycles:
             steps.append(Step("remote_stop", None, 0))
         yield from steps[start:]
@@ -145,6 +160,14 @@ class ScenarioRunner:
             return (call.SetChargingProfile(connector_id=CONNECTOR_ID,
                                             cs_charging_profiles=profile),
                     f"SetChargingProfile limit {step.amps:g} A")
+        if step.action == "set_tx_limit":
+            if transaction_id is None:
+                return None, "SetChargingProfile skipped: no transaction running"
+            profile = charging_profiles.build(PROFILE_ID + 1, step.amps, purpose="TxProfile",
+                                              transaction_id=transaction_id)
+            return (call.SetChargingProfile(connector_id=CONNECTOR_ID,
+                                            cs_charging_profiles=profile),
+                    f"SetChargingProfile TxProfile limit {step.amps:g} A")
         if step.action == "remote_start":
             profile = None
             if step.amps is not None:

@@ -24,21 +24,17 @@ from websockets.asyncio.server import serve as websockets_serve
 from evsim import cli
 from evsim.clock import Clock
 from evsim.constants import RESPONSE_TIMEOUT_S
+from evsim.csms.analysis import ChargePointAnalysis
 from evsim.csms.endpoint import CsmsEndpoint, ScenarioLink
 from evsim.csms.gate import charge_point_id_of
 from evsim.csms.handlers import Handlers
 from evsim.csms.idtags import IdTagList, OpenTransactions
 from evsim.csms.journal import Journal
-from evsim.csms.recording import (
-    CurrentAnalyser,
-    Writer,
-    new_detector,
-    record_meter_values,
-    record_transaction_data,
-)
+from evsim.csms.recording import Writer, record_meter_values, record_transaction_data
 from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
 from evsim.csms.scenario import ScenarioRunner
 from evsim.csms.security import ChargePointRegistry
+from evsim.detection.site import Detectors
 from evsim.ocpp16 import endpoint as ocpp16
 from evsim.timefmt import format_timestamp, ocpp_time, parse_ocpp_time
 
@@ -55,13 +51,15 @@ class CentralSystem:
 
     ``writer`` records (a BankWriter, or a fake in tests); every time read goes through ``clock``.
     ``security`` is the registry of known charge points, None when any may connect.
+    ``detectors()`` makes the detectors of a charge point seen for the first time (its analysis:
+    :mod:`evsim.csms.analysis`).
     """
 
     security: ChargePointRegistry | None = None
 
     def __init__(self, writer: Writer, supervisor: cli.Supervisor, clock: Clock, *,
                  scenario: str = "fluctuation", cycles: int = 0, heartbeat_interval: int = 60,
-                 first_transaction_id: int = 1, detector_factory: Callable[[], Any] = new_detector,
+                 first_transaction_id: int = 1, detectors: Callable[[], Detectors] = Detectors,
                  max_stations: int = MAX_STATIONS, id_tags: Optional[IdTagList] = None,
                  ca: Any = None, call_timeout: float = RESPONSE_TIMEOUT_S) -> None:
         self.writer = writer
@@ -70,7 +68,7 @@ class CentralSystem:
         self.scenario = scenario
         self.cycles = cycles
         self.heartbeat_interval = heartbeat_interval
-        self.detector_factory = detector_factory
+        self.detectors = detectors
         self.registry = Registry(self._new_station, first_transaction_id, max_stations)
         self.id_tags = id_tags if id_tags is not None else IdTagList()  # --id-tags, the API
         self.open_tags = OpenTransactions()  # for ConcurrentTx
@@ -79,8 +77,7 @@ class CentralSystem:
         self.journal = Journal(self.event, clock)
 
     def _new_station(self, charge_point_id: str) -> Station:
-        analyser = CurrentAnalyser(charge_point_id, self.writer, self.detector_factory(),
-                                   self.clock)
+        analyser = ChargePointAnalysis(charge_point_id, self.writer, self.clock, self.detectors())
         runner = None
         if self.scenario != "none":
             runner = ScenarioRunner(self.scenario, self.cycles, self.clock,
@@ -154,6 +151,14 @@ class CentralSystem:
         for station in self.registry:
             self.stop_scenario(station)
             station.analyser.close()
+
+    def profile_answered(self, station: Station, action: str, payload: Any,
+                         status: Any) -> None:
+        """A CALL of ours (the scenario's or the control API's) answered ``status``: a charging
+        profile set or cleared, Accepted, changes the limit the analysis holds the charge point
+        to. ``payload`` as sent (camelCase or snake_case)."""
+        if station.analyser is not None:
+            station.analyser.profile_answered(action, payload, status)
 
     def _report_step(self, charge_point_id: str, description: str, data: dict) -> None:
         log.info("%s: scenario %s: %s", charge_point_id, self.scenario, description)
@@ -230,6 +235,7 @@ class CentralSystem:
             info = {"status": AuthorizationStatus.invalid}
         transaction_id = self.registry.start_transaction(station, connector_id)
         self.registry.remember_start(station, key, (transaction_id, info))
+        station.analyser.transaction_started(connector_id, transaction_id, timestamp, meter_start)
         if info["status"] == AuthorizationStatus.accepted:
             self.open_tags.opened(transaction_id, id_tag)
         self.writer.call(lambda bank: bank.start_session(
@@ -274,6 +280,7 @@ class CentralSystem:
             record_transaction_data(self.writer, charge_point_id, transaction_id,
                                     transaction_data or [])
             end, reason = self._time_or_now(timestamp), reason or STOP_REASON
+            endpoint.station.analyser.transaction_stopped(transaction_id, timestamp, meter_stop)
             self.writer.call(lambda bank: bank.end_session(
                 charge_point_id, transaction_id, end_time=end, stop_reason=reason,
                 meter_stop_wh=meter_stop))
@@ -282,10 +289,12 @@ class CentralSystem:
         return answer
 
     def meter_values(self, endpoint: CsmsEndpoint, meter_value: list,
-                     transaction_id: Optional[int]) -> call_result.MeterValues:
+                     transaction_id: Optional[int],
+                     connector_id: int = 1) -> call_result.MeterValues:
+        """Metrics recorded, samples analysed (:mod:`evsim.csms.analysis`)."""
         self.registry.adopt_transaction(endpoint.station, transaction_id)
-        record_meter_values(self.writer, endpoint.station.analyser, meter_value, transaction_id,
-                            self.clock.speed)
+        record_meter_values(self.writer, endpoint.id, meter_value, transaction_id)
+        endpoint.station.analyser.meter_values(connector_id, meter_value, transaction_id)
         return call_result.MeterValues()
 
     def _time_or_now(self, text: str) -> datetime:

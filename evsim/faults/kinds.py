@@ -167,3 +167,25 @@ def inject_help(process: str) -> str:
     return ("inject a fault, repeatable: " + "; ".join(
         f"{kind.name}[:{','.join(f'{k}={v:g}' for k, v in kind.defaults.items())}]"
         for kind in kinds) + " (times in simulated seconds)")
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    """``--owner KIND[:key=value,...]``: print the process that injects it (for run_all.sh), or
+    the one-line error of a bad kind or parameter on stderr and exit 2."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "--owner":
+        print("usage: python -m evsim.faults.kinds --owner KIND[:key=value,...]",
+              file=sys.stderr)
+        return 2
+    try:
+        print(parse_inject(args[1]).info.process)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -125,6 +125,41 @@ def summary_table(summary: dict) -> str:
     return fit_table(("Summary", ""), rows, (18, WIDTH))
 
 
+SCORE_HEADERS = ("Type", "Labels", "Anom", "TP", "FP", "Missed", "Prec", "Recall", "Median s",
+                 "Worst s")
+
+
+def score_table(kinds: list[dict]) -> str:
+    """One row per anomaly type (as :meth:`~evsim.detection.score.KindScore.as_dict` gives it);
+    latencies are simulated seconds from a label's start to its first anomaly."""
+    def show(value: Optional[float], digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+    rows = [(k["anomaly_type"], str(k["labels"]), str(k["anomalies"]), str(k["true_positives"]),
+             str(k["false_positives"]), str(k["misses"]), show(k["precision"], 2),
+             show(k["recall"], 2), show(k["median_latency_s"], 1),
+             show(k["worst_latency_s"], 1)) for k in kinds]
+    return fit_table(SCORE_HEADERS, rows, (28, 6, 6, 6, 6, 6, 5, 6, 9, 9),
+                     right=tuple(range(1, 10)))
+
+
+def render_score(data: dict) -> str:
+    out = ["Score: labels (ground truth) against anomalies, per type; latency in simulated "
+           "seconds"]
+    if not data["labels"]:
+        out.append("No labels (ground truth) to score: inject faults (--inject) or run a "
+                   "scenario to record some.")
+    if data["kinds"]:
+        out.append(score_table(data["kinds"]))
+    return "\n".join(out) + "\n"
+
+
+def render_dataset(data: dict) -> str:
+    rows = ", ".join(f"{count:,} {table}" for table, count in data["rows"].items())
+    formats = (" as CSV and Parquet" if "parquet" in data["formats"]
+               else " as CSV (no Parquet: pyarrow is not installed)")
+    return f"Exported {rows} to {data['path']}{formats}\n"
+
+
 def titled(title: str, table: str, empty: bool) -> str:
     return f"{title}\n{'(none)' if empty else table}\n"
 
@@ -135,6 +170,10 @@ def render(section: str, data: Any, limit: Optional[int] = None) -> str:
     count = f" (last {limit}, newest first)" if limit is not None else ""
     if section == "summary":
         return summary_table(data) + "\n"
+    if section == "score":
+        return render_score(data)
+    if section == "export_dataset":
+        return render_dataset(data)
     if section == "export":
         rows = ", ".join(f"{count:,} {table}" for table, count in data["rows"].items())
         return f"Exported {rows} to {data['path']}\n"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Read the MemoryBank from a terminal: a summary, recent events, anomalies, sessions, learned
-patterns and metric statistics as tables (or JSON), an export, and an interactive menu.
+patterns and metric statistics as tables (or JSON), the detectors' score against the ground
+truth, an export, a dataset, and an interactive menu.
 
 The database is opened read-only, so looking never creates a file; only the menu's "clean old
 data" writes, after a confirmation.
@@ -17,6 +18,7 @@ from typing import Optional
 
 from evsim import cli
 from evsim.bank import SEVERITIES, MemoryBank, MemoryBankError, default_db_path
+from evsim.bank.export import check_dataset_directory
 from evsim.viewer.format import render
 from evsim.viewer.menu import DEFAULT_ROWS, menu
 from evsim.viewer.sections import Viewer
@@ -24,9 +26,9 @@ from evsim.viewer.sections import Viewer
 PROG = "memory_viewer"
 CREATE_HINT = "run ./run_all.sh (or csms.py) to create it"
 SECTIONS = ("summary", "events", "anomalies", "sessions", "security", "patterns", "stats",
-            "export")
+            "score", "export", "export_dataset")
 COUNTED = ("events", "anomalies", "sessions", "security")
-TAKES_VALUE = (*COUNTED, "export")
+TAKES_VALUE = (*COUNTED, "export", "export_dataset")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser(PROG, __doc__.split("\n\n")[0], speed=False)
@@ -43,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--export", type=Path, metavar="FILE",
                       help="write the whole database as JSON, or with a .csv name the events "
                            "that match the filters as CSV")
+    show.add_argument("--score", action="store_true",
+                      help="the detectors' score against the labels (ground truth) per anomaly "
+                           "type: true/false positives, misses, precision, recall, latency "
+                           "(with --cp and --since)")
+    show.add_argument("--export-dataset", type=Path, metavar="DIR",
+                      help="write metrics, events, labels and anomalies (with --cp and "
+                           "--since) as one CSV file per table, and Parquet too when pyarrow "
+                           "is installed, into DIR (new or empty)")
     show.add_argument("--json", action="store_true", help="print JSON instead of tables")
     show.add_argument("--menu", action="store_true",
                       help="the interactive menu even when stdin is not a terminal")
@@ -84,6 +94,11 @@ def view(args: argparse.Namespace) -> int:
                 bank.check_export_path(args.export)
             except ValueError as exc:
                 raise cli.UsageError(f"--export {exc}") from None
+        if args.export_dataset is not None:
+            try:
+                check_dataset_directory(args.export_dataset)
+            except ValueError as exc:
+                raise cli.UsageError(f"--export-dataset {exc}") from None
         try:
             results = {name: getattr(viewer, name)(value) if name in TAKES_VALUE
                        else getattr(viewer, name)() for name, value in wanted.items()}

@@ -94,8 +94,8 @@ def export(viewer: Viewer) -> str:
 def clean_old_data(path: Path) -> str:
     """The one write of the viewer, on its own connection, after a confirmation."""
     days = ask_number("Delete data older than how many days?", 7)
-    answer = ask(f"Delete events, anomalies, metrics and finished sessions older than {days} "
-                 f"days from {path}? [y/N]: ")
+    answer = ask(f"Delete events, anomalies, metrics, finished sessions and ended labels older "
+                 f"than {days} days from {path}? [y/N]: ")
     if answer.lower() not in ("y", "yes"):
         return "Nothing deleted."
     with MemoryBank(path) as writer:

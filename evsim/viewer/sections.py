@@ -8,6 +8,8 @@ from typing import Optional
 
 from evsim import cli
 from evsim.bank import MemoryBank
+from evsim.detection.score import score as score_labels
+from evsim.viewer import scoring
 
 
 class Viewer:
@@ -63,3 +65,34 @@ class Viewer:
         except OSError as exc:
             raise cli.SimError(f"cannot export to {path}: {exc.strerror or exc}") from None
         return {"path": str(path), "rows": rows}
+
+    def score(self) -> dict:
+        """Labels against anomalies per anomaly type (:mod:`evsim.viewer.scoring` says which
+        and at what speed), with ``--cp`` and ``--since``: ``{"labels", "anomalies", "kinds"}``,
+        ``kinds`` one :meth:`~evsim.detection.score.KindScore.as_dict` per type."""
+        bank, cp, since = self.bank, self.args.cp, self.args.since
+        speeds = scoring.run_speeds(bank.get_recent_events(None, {"event_type": "PROCESS_START"}))
+        labels = scoring.with_speed(bank.get_labels(charge_point_id=cp, since=since), speeds)
+        anomalies = bank.get_anomalies(None, charge_point_id=cp, since=since)
+        if since is not None:
+            scored = {label["id"] for label in labels}
+            earlier = [label for label in bank.get_labels(charge_point_id=cp, until=since)
+                       if label["id"] not in scored]
+            anomalies = scoring.without_earlier_episodes(
+                anomalies, scoring.with_speed(earlier, speeds), labels)
+        kinds = score_labels(labels, anomalies)
+        return {"labels": len(labels), "anomalies": len(anomalies),
+                "kinds": [kind.as_dict() for kind in kinds.values()]}
+
+    def export_dataset(self, directory: Path) -> dict:
+        """Metrics, events, labels and anomalies (of ``--cp``, since ``--since``) as one CSV
+        file per table in ``directory``, and Parquet too when pyarrow is installed."""
+        filters = {"charge_point_id": self.args.cp, "since": self.args.since}
+        try:
+            written = self.bank.export_dataset(
+                directory, **{key: value for key, value in filters.items() if value is not None})
+        except OSError as exc:
+            raise cli.SimError(f"cannot export to {directory}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise cli.UsageError(f"--export-dataset {exc}") from None
+        return {"path": str(directory), **written}
