@@ -20,39 +20,44 @@ from evsim.timefmt import local_time, parse_since
 from evsim.viewer.format import WIDTH, fit_table, shorten
 from evsim.viewer.main import build_parser
 
-NOW = datetime.now(UTC)
 LONG_TEXT = "a description far too long for any terminal column " * 4
 ENV = {**os.environ, "TZ": "UTC", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
-def filled_db(db_path: Path) -> Path:
+def now() -> datetime:
+    """The time the test's data is made relative to: read by each test, never at import."""
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def filled_db(db_path: Path, now: datetime) -> Path:
     """Events from two charge points (one 10 days old), anomalies, sessions, metrics, patterns."""
     with MemoryBank(db_path) as bank:
         bank.log_event("PROCESS_START", "csms", "csms started", {"port": 9000},
-                       timestamp=NOW - timedelta(days=10))
+                       timestamp=now - timedelta(days=10))
         for i in range(6):
             cp = f"CP{i % 2 + 1}"
             bank.log_event("OCPP_MESSAGE", "csms", f"cp->csms CALL MeterValues #{i}",
                            {"action": "MeterValues", "payload": {"text": LONG_TEXT}}, cp,
-                           timestamp=NOW - timedelta(minutes=30 - i))
+                           timestamp=now - timedelta(minutes=30 - i))
         bank.log_event("CAN_FRAME", "cp", "set limit 100% of 16_A", {"id": "0x210"}, "CP1",
-                       timestamp=NOW - timedelta(minutes=5))
+                       timestamp=now - timedelta(minutes=5))
         bank.log_event("CAN_FRAME", "o'brien", LONG_TEXT, {"id": "0x300"}, "CP2",
-                       timestamp=NOW - timedelta(minutes=4))
+                       timestamp=now - timedelta(minutes=4))
         bank.record_anomaly("CURRENT_FLUCTUATION", "HIGH", "jump to 30 A " + LONG_TEXT, 30.0,
                             16.0, 87.5, {"rule": "delta"}, "CP1", 1,
-                            timestamp=NOW - timedelta(minutes=20))
+                            timestamp=now - timedelta(minutes=20))
         bank.record_anomaly("CURRENT_FLUCTUATION", "LOW", "wobble", 16.4, 16.0, 2.5,
-                            charge_point_id="CP2", timestamp=NOW - timedelta(minutes=3))
-        bank.start_session("CP1", 1, start_time=NOW - timedelta(minutes=40), meter_start_wh=0)
+                            charge_point_id="CP2", timestamp=now - timedelta(minutes=3))
+        bank.start_session("CP1", 1, start_time=now - timedelta(minutes=40), meter_start_wh=0)
         for minute, amps in enumerate([10.0, 16.0, 22.0]):
             bank.record_metric("current", amps, "A", "charger", "CP1", 1,
-                               timestamp=NOW - timedelta(minutes=30 - minute))
-        bank.record_metric("voltage", 230.0, "V", "cp", "CP1", 1, timestamp=NOW)
-        bank.end_session("CP1", 1, end_time=NOW - timedelta(minutes=10), meter_stop_wh=4200,
+                               timestamp=now - timedelta(minutes=30 - minute))
+        bank.record_metric("voltage", 230.0, "V", "cp", "CP1", 1, timestamp=now)
+        bank.end_session("CP1", 1, end_time=now - timedelta(minutes=10), meter_stop_wh=4200,
                          stop_reason="EVDisconnected")
-        bank.start_session("CP2", 2, start_time=NOW - timedelta(minutes=2))
+        bank.start_session("CP2", 2, start_time=now - timedelta(minutes=2))
         bank.learn_pattern("charging_profile_CP1", {"mean": 16.0, "note": LONG_TEXT}, 0.75)
     return db_path
 
@@ -91,7 +96,7 @@ def test_summary_shows_the_totals(filled_db):
     assert "Energy delivered    4.20 kWh" in out
 
 
-def test_every_table_fits_in_100_columns_and_shows_short_local_times(filled_db):
+def test_every_table_fits_in_100_columns_and_shows_short_local_times(filled_db, now):
     out = ok(filled_db, "--summary", "--events", "--anomalies", "--sessions", "--patterns",
              "--stats")
     for title in ("Events (last 20, newest first)", "Anomalies (last 20, newest first)",
@@ -100,8 +105,8 @@ def test_every_table_fits_in_100_columns_and_shows_short_local_times(filled_db):
     too_wide = [line for line in out.splitlines() if len(line) > WIDTH]
     assert too_wide == []
     assert "…" in out, "long text is shortened"
-    assert NOW.strftime("%m-%d %H:%M:%S") in out      # TZ=UTC in the subprocess
-    assert "T" + NOW.strftime("%H:%M") not in out, "no raw ISO timestamps in tables"
+    assert now.strftime("%m-%d %H:%M:%S") in out      # TZ=UTC in the subprocess
+    assert "T" + now.strftime("%H:%M") not in out, "no raw ISO timestamps in tables"
 
 
 def test_events_are_newest_first_and_limited(filled_db):
@@ -120,9 +125,9 @@ def test_events_are_newest_first_and_limited(filled_db):
      ["cp->csms CALL MeterValues #5", "cp->csms CALL MeterValues #3",
       "cp->csms CALL MeterValues #1"]),
     (("--since", "26m"), [LONG_TEXT, "set limit 100% of 16_A", "cp->csms CALL MeterValues #5"]),
-    (("--since", (NOW - timedelta(minutes=4, seconds=1)).isoformat()), [LONG_TEXT]),
-    (("--since", (NOW - timedelta(minutes=4, seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")),
-     [LONG_TEXT]),                                              # naive = local (TZ=UTC)
+    (("--since", lambda now: (now - timedelta(minutes=4, seconds=1)).isoformat()), [LONG_TEXT]),
+    (("--since", lambda now: (now - timedelta(minutes=4, seconds=1)).strftime(
+        "%Y-%m-%dT%H:%M:%S")), [LONG_TEXT]),                    # naive = local (TZ=UTC)
     (("--search", "meterValues #4"), ["cp->csms CALL MeterValues #4"]),
     (("--search", "%"), ["set limit 100% of 16_A"]),
     (("--search", "_A"), ["set limit 100% of 16_A"]),
@@ -131,7 +136,8 @@ def test_events_are_newest_first_and_limited(filled_db):
     (("--cp", "CP1\" OR 1=1 --"), []),
     (("--type", "%"), []),
 ])
-def test_event_filters(filled_db, args, expected):
+def test_event_filters(filled_db, now, args, expected):
+    args = [arg(now) if callable(arg) else arg for arg in args]
     assert descriptions(as_json(filled_db, "--events", "50", *args)["events"]) == expected
 
 
@@ -197,10 +203,10 @@ def test_export_refuses_the_database_and_its_files(filled_db, tmp_path):
     assert "Events              9" in ok(csv_named, "--summary")
 
 
-def test_export_dataset_writes_one_csv_per_table_ready_for_pandas(filled_db, tmp_path):
+def test_export_dataset_writes_one_csv_per_table_ready_for_pandas(filled_db, tmp_path, now):
     with MemoryBank(filled_db) as bank:
-        bank.record_label("CP1", "CURRENT_FLUCTUATION", NOW - timedelta(minutes=21),
-                          NOW - timedelta(minutes=19), {"kind": "oscillation", "speed": 1.0},
+        bank.record_label("CP1", "CURRENT_FLUCTUATION", now - timedelta(minutes=21),
+                          now - timedelta(minutes=19), {"kind": "oscillation", "speed": 1.0},
                           4, "charger")
     target = tmp_path / "dataset"
     out = ok(filled_db, "--export-dataset", str(target))
