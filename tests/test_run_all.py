@@ -175,16 +175,32 @@ def test_bad_arguments_exit_2(args):
 
 
 def test_injections_go_to_the_process_that_owns_them(tmp_path):
-    result = run_headless(tmp_path, "--duration", "12", "--speed", "10", "--seed", "5",
-                          "--inject", "dropout:after=1,for=2", "--inject",
-                          "meter-gap:after=1,for=2")
-    assert result.returncode == 0, result.stdout + result.stderr
-    charger = (tmp_path / "logs" / "charger.log").read_text()
-    cp = (tmp_path / "logs" / "cp.log").read_text()
+    args = site_args(tmp_path)
+    site = subprocess.Popen([RUN_ALL, "--headless", *args, "--speed", "10", "--scenario",
+                             "normal", "--seed", "5", "--inject", "dropout:after=1,for=2",
+                             "--inject", "meter-gap:after=1,for=20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = tmp_path / "logs"
+    try:
+        def cp_log() -> str:
+            path = logs / "cp.log"
+            return path.read_text() if path.exists() else ""
+        wait_for(lambda: "label CP_1 METER_VALUE_GAP" in cp_log() or site.poll() is not None,
+                 timeout=90, message="the meter gap's label")
+        assert site.poll() is None
+        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        out, _ = site.communicate(timeout=60)
+    finally:
+        if site.poll() is None:
+            site.kill()
+    assert site.returncode == 0, out
+    charger = (logs / "charger.log").read_text()
+    cp = cp_log()
     assert "injecting dropout:after=1,for=2 (seed 5, charge point CP_1)" in charger
-    assert "injecting meter-gap:after=1,for=2 (seed 5, charge point CP_1)" in cp
+    assert "injecting meter-gap:after=1,for=20 (seed 5, charge point CP_1)" in cp
     assert "meter-gap" not in charger and "dropout" not in cp
-    assert "label CP_1 METER_VALUE_GAP" in cp
     assert "Traceback" not in charger + cp
 
 

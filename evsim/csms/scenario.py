@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional, Protocol
@@ -111,6 +111,7 @@ class ScenarioRunner:
         self.report = report
         self.steps_done = 0
         self.complete = False
+        self.resting = False
 
     async def run(self, link: Link, transaction_id: Callable[[], Optional[int]]) -> None:
         """Run the steps not done yet on ``link``; ``transaction_id()`` is the transaction
@@ -129,15 +130,24 @@ class ScenarioRunner:
                 return  # the step is done again on the next connection
             self.steps_done += 1
             if step.wait_s is None:
-                await asyncio.Event().wait()  # until the scenario is stopped
+                await self._rest(asyncio.Event().wait())  # until the scenario is stopped
             due += step.wait_s
             now = self.clock.sim()
             if now > due:
                 due = now
             elif due > now:
-                await self.clock.sleep(due - now)
+                await self._rest(self.clock.sleep(due - now))
         self.complete = True
         self.report("scenario complete", {})
+
+    async def _rest(self, wait: Awaitable[Any]) -> None:
+        """Wait between steps; meanwhile ``resting`` says that no CALL of this runner is under
+        way (what a test waits for before it moves its clock on)."""
+        self.resting = True
+        try:
+            await wait
+        finally:
+            self.resting = False
 
     async def _do(self, step: Step, link: Link, transaction_id: Optional[int]) -> None:
         request, what = self._request(step, transaction_id)
