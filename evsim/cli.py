@@ -75,6 +75,14 @@ def stop_signals() -> tuple[int, ...]:
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
 
 
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 0 (any free one) to 65535."""
+    port = non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
+    return port
+
+
 def since_argument(text: str) -> datetime:
     """``--since``/``--until``: a duration back from now or an ISO time, as UTC."""
     try:

@@ -8,7 +8,6 @@ restart; ``AuthorizationKey`` is write-only: GetConfiguration never shows its va
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from ocpp.v16.enums import ConfigurationStatus
 
 from evsim.ocpp16 import profiles
+from evsim.security.keys import valid_key
 
 log = logging.getLogger("cp")
 
@@ -46,9 +46,7 @@ class Key:
 
 
 def _authorization_key(value: str, _current: Any) -> bool:
-    """16 to 20 characters, or 32 to 40 hex digits (OCPP 1.6 Security Whitepaper)."""
-    return 16 <= len(value) <= 20 or (32 <= len(value) <= 40
-                                      and all(c in string.hexdigits for c in value))
+    return valid_key(value)
 
 
 def _measurands(value: str, _current: Any) -> bool:

@@ -147,13 +147,6 @@ def connect_credentials(args: argparse.Namespace, station: Station) -> Credentia
                        station.certificates.client_paths)
 
 
-def port_number(text: str) -> int:
-    port = cli.non_negative_int(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser("cp.py", __doc__.splitlines()[0], can_bus=True)
     parser.add_argument("--url", default=DEFAULT_CSMS_URL,
@@ -169,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--charger-period", type=cli.positive_float, default=CHARGER_PERIOD_S,
                         metavar="S", help="the charger's 0x300 period before --speed; silent "
                                           "for 3 periods means Faulted (default: 1.0)")
-    parser.add_argument("--api-port", type=port_number, metavar="PORT",
+    parser.add_argument("--api-port", type=cli.port_number, metavar="PORT",
                         help="serve the control API (plug in, present an idTag, ...) on "
                              "127.0.0.1:PORT, 0 for any free one (default: off)")
     parser.add_argument("--inject", type=inject_argument, action="append", default=[],

@@ -106,13 +106,6 @@ async def amain(args: Any, supervisor: cli.Supervisor) -> None:
         writer.close()
 
 
-def port_number(text: str) -> int:
-    port = cli.non_negative_int(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
-    return port
-
-
 class ListScenarios(argparse.Action):
     """--list-scenarios: print the scenario names, one a line, and exit 0 (for run_all.sh)."""
 
@@ -128,7 +121,7 @@ class ListScenarios(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser("csms.py", __doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=DEFAULT_CSMS_PORT,
+    parser.add_argument("--port", type=cli.port_number, default=DEFAULT_CSMS_PORT,
                         help=f"port to bind, 0 for any free one (default: {DEFAULT_CSMS_PORT})")
     parser.add_argument("--scenario", choices=SCENARIOS, default="fluctuation",
                         help="what to drive on every charge point (default: fluctuation)")

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import tomllib
 from collections import OrderedDict
@@ -25,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evsim.security.keys import KEY_RULE, valid_key
+
 HASH_SCHEME = "pbkdf2_sha256"
 HASH_ITERATIONS = 100_000
-HEX_KEY = re.compile(r"[0-9a-fA-F]{32,40}")
 PROFILES = (0, 1, 2, 3)
 
 
@@ -36,10 +36,9 @@ class RegistryError(ValueError):
 
 
 def check_key(key: str) -> None:
-    """ValueError unless ``key`` is an AuthorizationKey: 16 to 20 characters, or 32 to 40 hex
-    digits (the whitepaper's 16 to 20 bytes, written either way)."""
-    if not isinstance(key, str) or not (16 <= len(key) <= 20 or HEX_KEY.fullmatch(key)):
-        raise ValueError("an AuthorizationKey is 16 to 20 characters, or 32 to 40 hex digits")
+    """ValueError unless ``key`` is an AuthorizationKey (:func:`evsim.security.keys.valid_key`)."""
+    if not valid_key(key):
+        raise ValueError(KEY_RULE)
 
 
 def hash_key(key: str, salt: bytes | None = None, iterations: int = HASH_ITERATIONS) -> str:
