@@ -296,3 +296,17 @@ async def test_a_long_outage_keeps_the_newest_meter_values_and_every_start_and_s
     assert [e[2] for e in station.writer.events if e[0] == "OUTBOX_DROPPED"] == \
         [{"dropped": 7, "limit": 5}]
     assert store.messages("CP_T") == [] and station.outbox.kept == 0
+
+
+async def test_a_charger_back_after_silence_gets_its_orders_again(store, clock):
+    """It may have restarted while it was silent, and a restarted charger knows nothing."""
+    link = FakeLink()
+    station = station_on(store, clock, link)
+    async with Running(station):
+        await charge(station, clock, 1)
+        station.remote_start("TAG", 1, None)
+        await charge(station, clock, 2)
+        await clock.advance(4)  # silent for more than three periods
+        link.frames.clear()
+        await charge(station, clock, 1)
+    assert link.frames[:2] == [(frames.SET_LIMIT, 32.0), (frames.START, None)]
