@@ -128,3 +128,18 @@ def default_db_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "memory.db"
+
+
+@pytest.fixture
+async def site(db_path: Path):
+    """``await site(**options)``: a running central system with its control API
+    (csms_harness.Site) on ``db_path``; every one made is stopped after the test."""
+    from csms_harness import Site
+    sites: list = []
+
+    async def make(**options):
+        sites.append(await Site(db_path, **options).start())
+        return sites[-1]
+    yield make
+    for made in sites:
+        await made.stop()

@@ -200,3 +200,23 @@ async def site(station: Any) -> AsyncIterator[Site]:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+class QueuedWrites:
+    """A BankWriter that keeps what it was asked to run, for a test to run on :class:`LabelBank`."""
+
+    def __init__(self) -> None:
+        self.writes: list = []
+
+    def call(self, write) -> None:
+        self.writes.append(write)
+
+
+class LabelBank:
+    """The MemoryBank as a label recorder sees it."""
+
+    def __init__(self) -> None:
+        self.labels: list[dict] = []
+
+    def record_label(self, **fields) -> None:
+        self.labels.append(fields)

@@ -218,3 +218,4 @@ class Site:
                 rows = bank.get_recent_events(None, {"event_type": event_type})
             return list(reversed(rows)) if len(rows) >= count else []
         return await wait_for_async(found, message=f"{count} {event_type} events")
+

@@ -7,6 +7,7 @@ import subprocess
 import can
 import pytest
 from conftest import free_port, script, start, stop, wait_for
+from cp_fakes import LabelBank, QueuedWrites
 
 from evsim.bank import MemoryBank
 from evsim.canbus import frames
@@ -291,29 +292,15 @@ def test_labels_go_to_the_bank_writer_and_a_bank_without_labels_warns_once(caplo
 
     from evsim.charger.main import build_parser, make_charger
 
-    class Writer:
-        def __init__(self):
-            self.banks = []
-
-        def call(self, write):
-            self.banks.append(write)
-
-    class Bank:
-        def __init__(self):
-            self.labels = []
-
-        def record_label(self, **fields):
-            self.labels.append(fields)
-
-    clock, writer = FakeClock(), Writer()
+    clock, writer = FakeClock(), QueuedWrites()
     args = build_parser().parse_args(["--inject", "dropout:after=0,for=1", "--id", "CP_2"])
     charger = make_charger(args, clock, writer)
     charger.start()
     charger.tick(1.0)
     charger.close()
-    bank = Bank()
+    bank = LabelBank()
     with caplog.at_level(logging.WARNING):
-        for write in writer.banks * 2:
+        for write in writer.writes * 2:
             write(bank)
             write(object())
     assert [(f["charge_point_id"], f["anomaly_type"], f["source"]) for f in bank.labels] == \

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import ROOT
-from cp_fakes import FakeCentral, FakeLink, FakeRecorder
+from cp_fakes import FakeCentral, FakeLink, FakeRecorder, LabelBank, QueuedWrites
 
 from evsim.canbus import frames
 from evsim.clock import FakeClock
@@ -275,21 +275,7 @@ def test_cp_py_with_a_bad_inject_is_one_line_and_exit_2():
 
 
 def test_labels_go_to_the_bank_writer(caplog):
-    class Writer:
-        def __init__(self):
-            self.writes = []
-
-        def call(self, write):
-            self.writes.append(write)
-
-    class Bank:
-        def __init__(self):
-            self.labels = []
-
-        def record_label(self, **fields):
-            self.labels.append(fields)
-
-    clock, writer = FakeClock(), Writer()
+    clock, writer = FakeClock(), QueuedWrites()
     station = Station("CP_W", StateStore(":memory:"), clock)
     args = build_parser().parse_args(["--inject", "clock-skew:after=0,for=5", "--seed", "4",
                                       "--id", "CP_W"])
@@ -300,7 +286,7 @@ def test_labels_go_to_the_bank_writer(caplog):
     station.meter.update(0.0, AMPS)
     assert station.reading(clock.now()).timestamp == clock.now() + timedelta(minutes=5)
     station.close_faults()
-    bank = Bank()
+    bank = LabelBank()
     for write in writer.writes:
         write(bank)
     assert [(f["charge_point_id"], f["anomaly_type"], f["seed"], f["source"])

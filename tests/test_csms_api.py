@@ -27,16 +27,6 @@ from evsim.csms import main as csms
 OUR_LOGGERS = ("csms", "memory", "bank", "aiohttp.access", "aiohttp.server")
 
 
-@pytest.fixture
-async def site(db_path):
-    sites: list[Site] = []
-
-    async def make(**options) -> Site:
-        sites.append(await Site(db_path, **options).start())
-        return sites[-1]
-    yield make
-    for made in sites:
-        await made.stop()
 
 
 # -- every action --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from csms_harness import Site
 from ocpp.v16 import call
 from ocpp_helpers import meter_value
 
@@ -30,16 +29,6 @@ def at(seconds: float) -> str:
     return ocpp_time(T0 + timedelta(seconds=seconds))
 
 
-@pytest.fixture
-async def site(db_path):
-    sites: list[Site] = []
-
-    async def make(**options) -> Site:
-        sites.append(await Site(db_path, **options).start())
-        return sites[-1]
-    yield make
-    for made in sites:
-        await made.stop()
 
 
 async def test_every_charge_point_message_is_answered_recorded_and_shown(site, db_path, capsys):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from csms_harness import Site
 from ocpp.v16 import call
 
 from evsim.bank import MemoryBank
@@ -18,16 +16,6 @@ def at(seconds: float) -> str:
     return ocpp_time(T0 + timedelta(seconds=seconds))
 
 
-@pytest.fixture
-async def site(db_path):
-    sites: list[Site] = []
-
-    async def make() -> Site:
-        sites.append(await Site(db_path).start())
-        return sites[-1]
-    yield make
-    for made in sites:
-        await made.stop()
 
 
 def start(meter: int = 100, seconds: float = 0, connector: int = 1):
