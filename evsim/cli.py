@@ -138,6 +138,14 @@ def restarts() -> int:
         return 0
 
 
+def close_writer(writer: Any) -> None:
+    """Close a BankWriter. Rows it lost to a storage failure make the stop a failure (exit 1),
+    unless the process is already failing for another reason, which then stays the one shown."""
+    lost = writer.close()
+    if lost and sys.exc_info()[1] is None:
+        raise SimError(f"MemoryBank: {lost} rows could not be written and were lost")
+
+
 def announce(writer: Any, description: str, data: dict,
              charge_point_id: Optional[str] = None) -> None:
     """The PROCESS_START event every process writes (with how often it was restarted), and a

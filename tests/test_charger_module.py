@@ -3,6 +3,7 @@ in its own process on a real bus."""
 import asyncio
 import itertools
 import subprocess
+from collections.abc import Sequence
 
 import can
 import pytest
@@ -153,10 +154,10 @@ async def test_late_ticks_are_not_made_up_for_in_a_burst(publishing):
     assert [t for t, _ in link.sent] == pytest.approx([1.0, 2.5, 4.0, 5.5])
 
 
-async def test_while_the_bus_is_down_the_charger_holds_still_and_sends_nothing(publishing):
+async def test_while_the_bus_is_down_the_charger_runs_on_and_publishes_nothing(publishing):
     clock = FakeClock()
     link = FakeLink(clock)
-    node = ChargerNode(Charger(ramp=0.5), clock, period_s=0.5)
+    node = ChargerNode(Charger(ramp=0.5), clock, period_s=0.5, watchdog_s=0)
     publishing(node, link)
     node.on_frame(command(frames.set_limit(40)))
     node.on_frame(command(frames.start()))
@@ -164,11 +165,59 @@ async def test_while_the_bus_is_down_the_charger_holds_still_and_sends_nothing(p
     link.up = False
     await clock.advance(1.5)
     # half the gap per simulated second: 1 - 0.5 ** 0.5 of it per 0.5 s tick
-    assert (link.sent, node.ticks) == ([(0.5, 11.7)], 1)
-    assert node.charger.current == pytest.approx(40 * (1 - 0.5 ** 0.5))
+    assert (link.sent, node.ticks) == ([(0.5, 11.7)], 4)
+    assert node.charger.current == pytest.approx(40 * (1 - 0.5 ** 2))
     link.up = True
     await clock.advance(0.5)
-    assert link.sent == [(0.5, 11.7), (2.5, 20.0)]
+    assert link.sent == [(0.5, 11.7), (2.5, 32.9)]
+
+
+async def test_a_repeated_command_feeds_the_watchdog_but_is_not_news(publishing):
+    clock = FakeClock()
+    recorded: list[str] = []
+    node = ChargerNode(Charger(), clock, period_s=1.0,
+                       on_command=lambda frame, described: recorded.append(described))
+    publishing(node, FakeLink(clock))
+    for _ in range(10):
+        node.on_frame(command(frames.set_limit(32)))
+        node.on_frame(command(frames.start()))
+        await clock.advance(1.0)
+    assert node.charger.charging and recorded == ["set limit 32.0 A", "start"]
+
+
+@pytest.mark.parametrize("speed, trips_after", [(1.0, 3.0), (10.0, 10.0)])
+async def test_the_watchdog_stops_a_charger_that_hears_no_command(speed, trips_after,
+                                                                  publishing):
+    """After the DBC's 3 s, and never in under WATCHDOG_FLOOR_WALL_S wall seconds."""
+    clock = FakeClock(speed)
+    link, tripped, recorded = FakeLink(clock), [], []
+    node = ChargerNode(Charger(ramp=1.0), clock, period_s=1.0,
+                       on_command=lambda frame, described: recorded.append(described),
+                       on_watchdog=tripped.append)
+    assert node.watchdog_s == frames.WATCHDOG_TIMEOUT_S == 3.0
+    publishing(node, link)
+    node.on_frame(command(frames.set_limit(32)))
+    node.on_frame(command(frames.start()))
+    await clock.advance(trips_after)
+    assert node.charger.charging and link.amps[-1] == 32.0 and not tripped
+    await clock.advance(1.0)
+    assert not node.charger.charging and link.amps[-1] == 0.0
+    assert tripped == [pytest.approx(trips_after + 1)]
+    await clock.advance(5.0)
+    assert len(tripped) == 1
+    node.on_frame(command(frames.start()))  # a start after the trip is news again
+    await clock.advance(1.0)
+    assert link.amps[-1] == 32.0 and recorded == ["set limit 32.0 A", "start", "start"]
+
+
+async def test_a_watchdog_of_zero_never_stops_the_charger(publishing):
+    clock = FakeClock()
+    link = FakeLink(clock)
+    node = ChargerNode(Charger(ramp=1.0), clock, period_s=1.0, watchdog_s=0)
+    publishing(node, link)
+    node.on_frame(command(frames.start()))
+    await clock.advance(60)
+    assert node.charger.charging and link.amps[-1] == 125.0
 
 
 def test_the_ramp_is_per_simulated_second_whatever_the_period():
@@ -189,9 +238,13 @@ def test_a_period_must_be_positive():
 
 # -- the process, on a real bus ----------------------------------------------------------------
 
-def latest_current(bus: can.BusABC, want: float, timeout: float) -> bool:
-    """Read 0x300 frames until one carries ``want`` amps."""
+def latest_current(bus: can.BusABC, want: float, timeout: float,
+                   intent: Sequence[can.Message] = ()) -> bool:
+    """Read 0x300 frames until one carries ``want`` amps, repeating the ``intent`` frames as a
+    charge point does for the charger's watchdog."""
     def seen() -> bool:
+        for msg in intent:
+            bus.send(msg)
         msg = bus.recv(0.1)
         frame = frames.decode(msg) if msg is not None else None
         return frame is not None and frame.arbitration_id == frames.MEASURED_CURRENT \
@@ -205,11 +258,8 @@ def test_obeys_commands_across_processes(bus_server, db_path):
     try:
         with can.Bus(interface="remote", channel=bus_server) as bus:
             latest_current(bus, 0.0, timeout=30)
-            bus.send(frames.set_limit(100))
-            bus.send(frames.start())
-            latest_current(bus, 100.0, timeout=30)
-            bus.send(frames.stop())
-            latest_current(bus, 0.0, timeout=30)
+            latest_current(bus, 100.0, 30, [frames.set_limit(100), frames.start()])
+            latest_current(bus, 0.0, 30, [frames.set_limit(100), frames.stop()])
     finally:
         code, output = stop(charger, timeout=30)
     assert code == 0, output
@@ -221,6 +271,24 @@ def test_obeys_commands_across_processes(bus_server, db_path):
         ["PROCESS_START", "CAN_FRAME", "CAN_FRAME", "CAN_FRAME", "PROCESS_STOP"]
     assert [e["data"]["id"] for e in reversed(events) if e["event_type"] == "CAN_FRAME"] == \
         ["0x210", "0x200", "0x201"]
+
+
+def test_a_charger_left_without_commands_stops_by_itself(bus_server, db_path):
+    """The charge point that started it went quiet (killed, or cut off): the watchdog stops it."""
+    charger = start(script("charger_module.py", "--speed", "20", "--can-channel", bus_server,
+                           "--db", str(db_path), "--ramp", "1"))
+    try:
+        with can.Bus(interface="remote", channel=bus_server) as bus:
+            latest_current(bus, 0.0, timeout=30)
+            latest_current(bus, 32.0, 30, [frames.set_limit(32), frames.start()])
+            latest_current(bus, 0.0, timeout=30)
+    finally:
+        code, output = stop(charger, timeout=30)
+    assert code == 0, output
+    assert "watchdog: no command for" in output
+    with MemoryBank(db_path, readonly=True) as bank:
+        tripped = bank.get_recent_events(10, {"event_type": "WATCHDOG"})
+    assert len(tripped) == 1 and tripped[0]["data"]["silent_s"] > frames.WATCHDOG_TIMEOUT_S
 
 
 def test_waits_for_an_absent_bus_with_a_one_line_hint_and_stops_cleanly(tmp_path):
@@ -316,11 +384,8 @@ def test_an_injected_fault_across_processes(bus_server, db_path):
     try:
         with can.Bus(interface="remote", channel=bus_server) as bus:
             latest_current(bus, 0.0, timeout=30)
-            bus.send(frames.set_limit(20))
-            bus.send(frames.start())
-            latest_current(bus, 30.0, timeout=30)  # 1.5 x the 20 A limit
-            bus.send(frames.stop())
-            latest_current(bus, 0.0, timeout=30)
+            latest_current(bus, 30.0, 30, [frames.set_limit(20), frames.start()])  # 1.5 x 20 A
+            latest_current(bus, 0.0, 30, [frames.set_limit(20), frames.stop()])
     finally:
         code, output = stop(charger, timeout=30)
     assert code == 0, output

@@ -236,6 +236,46 @@ async def test_no_limit_is_sent_while_the_bus_is_down_and_one_is_sent_once_it_is
     assert link.frames == [(frames.SET_LIMIT, 32.0)]
 
 
+async def keeping_alive(station: Station, clock: FakeClock, seconds: float) -> None:
+    task = asyncio.create_task(station.charger.keep_alive())
+    await clock.advance(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def can_events(station: Station) -> list[str]:
+    return [description for kind, description, _ in station.writer.events if kind == "CAN_FRAME"]
+
+
+async def test_the_intent_is_repeated_every_cycle_and_only_its_changes_are_recorded(store,
+                                                                                    clock):
+    link = FakeLink()
+    station = station_on(store, clock, link)
+    station.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    link.frames.clear()
+    await keeping_alive(station, clock, 3.5)
+    assert link.frames == [(frames.SET_LIMIT, 32.0), (frames.START, None)] * 4
+    assert can_events(station) == ["cp->charger 0x210 SetCurrentLimit 32.0 A",
+                                   "cp->charger 0x200 ChargerStart"]
+
+
+async def test_a_stop_that_could_not_be_sent_goes_out_with_the_next_cycle(store, clock):
+    link = FakeLink()
+    station = station_on(store, clock, link)
+    station.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    link.up = False
+    await station.stop_transaction("Remote")
+    assert (frames.STOP, None) not in link.frames
+    link.up = True
+    await keeping_alive(station, clock, 0.5)
+    assert link.frames[-2:] == [(frames.SET_LIMIT, 32.0), (frames.STOP, None)]
+    assert can_events(station)[-1] == "cp->charger 0x201 ChargerStop"
+    await keeping_alive(station, clock, 1.5)
+    assert can_events(station).count("cp->charger 0x201 ChargerStop") == 1
+
+
 async def test_sample_interval_0_stops_sampled_meter_values(store, clock):
     station, central = station_on(store, clock), FakeCentral()
     async with Running(station, central):

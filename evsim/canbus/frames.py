@@ -1,5 +1,9 @@
 """The CAN frame table, read from ev_charging.dbc so that the code and the DBC cannot drift.
 
+The DBC also holds the bus's safety rule: the commands are repeated every ``COMMAND_CYCLE_S``
+(``GenMsgCycleTime``), and the charger stops after ``WATCHDOG_TIMEOUT_S`` without one
+(``WatchdogTimeout``), both in simulated seconds.
+
 | ID    | name            | data                                  |
 |-------|-----------------|---------------------------------------|
 | 0x200 | ChargerStart    | empty                                 |
@@ -24,6 +28,10 @@ START = DATABASE.get_message_by_name("ChargerStart").frame_id
 STOP = DATABASE.get_message_by_name("ChargerStop").frame_id
 SET_LIMIT = DATABASE.get_message_by_name("SetCurrentLimit").frame_id
 MEASURED_CURRENT = DATABASE.get_message_by_name("MeasuredCurrent").frame_id
+
+COMMAND_CYCLE_S = DATABASE.get_message_by_frame_id(START).cycle_time / 1000
+WATCHDOG_TIMEOUT_S = next(node.dbc.attributes["WatchdogTimeout"].value for node in DATABASE.nodes
+                          if node.name == "Charger") / 1000
 
 AMPS_PER_BIT = 0.1
 MAX_AMPS = 0xFFFF * AMPS_PER_BIT

@@ -2,8 +2,9 @@
 """The charger's power electronics as a CAN node.
 
 Obeys 0x200 start, 0x201 stop and 0x210 current limit, and every period moves the measured
-current a fraction of the way toward its target and publishes it on 0x300. Each command is
-recorded in the MemoryBank as a CAN_FRAME event under the source ``charger``.
+current a fraction of the way toward its target and publishes it on 0x300. Each command that
+changes what was asked is recorded in the MemoryBank as a CAN_FRAME event under the source
+``charger``. With no command for --watchdog seconds it stops (a WATCHDOG event).
 
 ``--inject KIND[:key=value,...]`` (repeatable) with ``--seed N`` makes it misbehave on cue
 (oscillation, over-current, ignore-limit, dropout: see evsim.faults), and records the ground
@@ -23,7 +24,7 @@ from evsim.canbus import bus as canbus
 from evsim.canbus import frames
 from evsim.canbus.link import CanLink
 from evsim.charger.model import DEFAULT_MAX_CURRENT, Charger
-from evsim.charger.node import ChargerNode, OnCommand
+from evsim.charger.node import ChargerNode, OnCommand, OnWatchdog
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S
 from evsim.faults import kinds
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-current", type=cli.positive_float, default=DEFAULT_MAX_CURRENT,
                         metavar="A", help="highest limit obeyed; higher ones are clamped "
                                           "(default: 125)")
+    parser.add_argument("--watchdog", type=cli.non_negative_float,
+                        default=frames.WATCHDOG_TIMEOUT_S, metavar="S",
+                        help="simulated seconds without a command after which a charging "
+                             "charger stops; 0: never (default: "
+                             f"{frames.WATCHDOG_TIMEOUT_S:g}, the DBC's WatchdogTimeout)")
     parser.add_argument("--inject", type=inject_argument, action="append", default=[],
                         metavar="KIND[:key=value,...]", help=kinds.inject_help(kinds.CHARGER))
     parser.add_argument("--seed", type=cli.non_negative_int, default=0, metavar="N",
@@ -86,6 +92,14 @@ def recorder(writer: BankWriter) -> OnCommand:
     return record
 
 
+def watchdog_recorder(writer: BankWriter) -> OnWatchdog:
+    """Records a stop by the watchdog as a WATCHDOG event."""
+    def record(silent_s: float) -> None:
+        writer.event("WATCHDOG", f"no command for {silent_s:.1f} s: stopped",
+                     {"silent_s": round(silent_s, 1)})
+    return record
+
+
 async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
                 clock: Optional[Clock] = None) -> None:
     config = cli.can_config(args)
@@ -95,13 +109,15 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
     node = ChargerNode(make_charger(args, clock, writer), clock, args.period,
-                       on_command=recorder(writer))
+                       on_command=recorder(writer), watchdog_s=args.watchdog,
+                       on_watchdog=watchdog_recorder(writer))
     link = CanLink(config, node.on_frame, name=SOURCE)
     log.info("charger module: period %gs (%.3fs at speed %g), ramp %.2f, max %.1f A, bus %s",
              args.period, clock.wall_seconds(args.period), args.speed, args.ramp,
              args.max_current, canbus.describe(config))
     writer.event("PROCESS_START", "charger module started",
                  {"period": args.period, "ramp": args.ramp, "max_current": args.max_current,
+                  "watchdog": args.watchdog,
                   "speed": args.speed, "can": canbus.describe(config),
                   "inject": [str(spec) for spec in args.inject], "seed": args.seed})
     try:
@@ -113,7 +129,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor,
         await supervisor.cancel()
         node.close()
         writer.event("PROCESS_STOP", "charger module stopped")
-        writer.close()
+        cli.close_writer(writer)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -26,7 +26,7 @@ class Charger:
             raise ValueError(f"max current must be positive, got {max_current}")
         self.max_current = max_current
         self.ramp = ramp
-        self.limit = max_current
+        self.limit = self.requested = max_current
         self.charging = False
         self.current = 0.0
 
@@ -49,9 +49,14 @@ class Charger:
     def stop(self) -> None:
         self.charging = False
 
+    @property
+    def commanded(self) -> tuple[bool, float]:
+        """What the commands so far asked for: a command that leaves this alone is a repeat."""
+        return self.charging, self.requested
+
     def set_limit(self, amps: float) -> float:
         """Apply a limit, clamped to ``[0, max_current]``; returns the limit in force."""
-        self.limit = min(max(amps, 0.0), self.max_current)
+        self.limit = self.requested = min(max(amps, 0.0), self.max_current)
         return self.limit
 
     def tick(self, seconds: float = 1.0) -> float:

@@ -5,7 +5,6 @@ SILENT_PERIODS periods without one mean the charger is gone (the connector shows
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -27,9 +26,18 @@ class Link(Protocol):
     async def send(self, msg: can.Message) -> bool: ...
 
 
+RUN, LIMIT = "run", "limit"
+
+
 class ChargerBridge:
     """Frames out (start, stop, limit) and 0x300 in; ``period_s`` is the charger's period in
-    simulated seconds. ``record(event_type, description, data)`` keeps what was sent."""
+    simulated seconds. ``record(event_type, description, data)`` keeps what was sent.
+
+    The bridge holds what the charge point wants of the charger (:attr:`charging`,
+    :attr:`limit`). A change is sent at once and recorded; :meth:`keep_alive` repeats the whole
+    of it every command cycle, unrecorded, so that the charger's watchdog hears it, and so that a
+    frame that could not be sent (the bus down) arrives one cycle later, recorded then.
+    """
 
     def __init__(self, meter: EnergyMeter, clock: Clock, period_s: float,
                  record: Callable[[str, str, Any], None], link: Link | None = None) -> None:
@@ -40,8 +48,9 @@ class ChargerBridge:
         self.link = link
         self.silent = False
         self.last_frame_at = clock.sim()
-        self.sent_limit: float | None = None
-        self._limit_lock = asyncio.Lock()
+        self.charging = False
+        self.limit: float | None = None
+        self.unsent: set[str] = set()
 
     @property
     def up(self) -> bool:
@@ -67,26 +76,54 @@ class ChargerBridge:
         log.warning("charger silent for %.1f s (simulated): Faulted", silent_for)
         return True
 
-    async def send(self, msg: can.Message) -> bool:
+    async def set_charging(self, charging: bool) -> None:
+        """Start (0x200) or stop (0x201) the charger."""
+        self.charging = charging
+        await self._send_change(RUN)
+
+    async def apply_limit(self, limit: float, force: bool = False) -> None:
+        """Send 0x210 when ``limit`` differs from the one wanted so far (always, with ``force``)."""
+        if force or limit != self.limit:
+            self.limit = limit
+            await self._send_change(LIMIT)
+
+    async def resync(self, limit: float, charging: bool) -> None:
+        """A (re)opened bus or a charger back: it may have missed anything, so tell it all."""
+        self.limit, self.charging = limit, charging
+        self.unsent.update((LIMIT, RUN))
+        await self.repeat()
+
+    async def repeat(self) -> None:
+        """The whole wanted state, limit first."""
+        for kind in (LIMIT, RUN):
+            await self._deliver(kind)
+
+    async def keep_alive(self) -> None:
+        """:meth:`repeat` every command cycle (the DBC's ``GenMsgCycleTime``), on deadlines."""
+        deadline = self.clock.sim()
+        while True:
+            if self.up:
+                await self.repeat()
+            deadline = max(deadline + frames.COMMAND_CYCLE_S, self.clock.sim())
+            await self.clock.sleep(deadline - self.clock.sim())
+
+    async def _send_change(self, kind: str) -> None:
+        self.unsent.add(kind)
+        await self._deliver(kind)
+
+    async def _deliver(self, kind: str) -> None:
+        if kind == LIMIT and self.limit is None:
+            return
+        msg = (frames.set_limit(self.limit) if kind == LIMIT
+               else frames.start() if self.charging else frames.stop())
         if self.link is None or not await self.link.send(msg):
-            return False
+            return
         frame = frames.decode(msg)
         amps = f" {frame.amps:.1f} A" if frame.amps is not None else ""
+        if kind not in self.unsent:
+            log.debug("CAN repeated 0x%03X %s%s", msg.arbitration_id, frame.name, amps)
+            return
+        self.unsent.discard(kind)
         log.info("CAN sent 0x%03X %s%s", msg.arbitration_id, frame.name, amps)
         self.record("CAN_FRAME", f"cp->charger 0x{msg.arbitration_id:03X} {frame.name}{amps}",
                     {"id": f"0x{msg.arbitration_id:03X}", "name": frame.name, "amps": frame.amps})
-        return True
-
-    async def apply_limit(self, limit: float, force: bool = False) -> None:
-        """Send 0x210 when ``limit`` differs from the last one sent (always, with ``force``);
-        one at a time, so two callers do not both send the same change."""
-        async with self._limit_lock:
-            if (force or limit != self.sent_limit) and await self.send(frames.set_limit(limit)):
-                self.sent_limit = limit
-
-    async def resync(self, limit: float, charging: bool) -> None:
-        """A (re)opened bus: the charger may have missed anything, so tell it all again."""
-        self.sent_limit = None
-        await self.apply_limit(limit)
-        if charging:
-            await self.send(frames.start())

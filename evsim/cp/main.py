@@ -82,6 +82,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     supervisor.start(keep_connected(station, target, credentials), "connection")
     supervisor.start(metering.run_meter(station), "meter")
     supervisor.start(metering.run_watchdog(station), "watchdog")
+    supervisor.start(station.charger.keep_alive(), "CAN keep-alive")
     supervisor.start(metering.run_aligned(station), "clock-aligned meter")
     if station.status_faults is not None and station.status_faults.windows:
         supervisor.start(metering.run_status_faults(station), "injected status")
@@ -95,8 +96,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         await supervisor.cancel()
         station.close_faults()
         writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
-        writer.close()
         state.close()
+        cli.close_writer(writer)
 
 
 def inject(args: argparse.Namespace, station: Station, writer: BankWriter) -> None:

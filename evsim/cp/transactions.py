@@ -14,7 +14,6 @@ from typing import Any
 
 from ocpp.v16.enums import AuthorizationStatus, RemoteStartStopStatus
 
-from evsim.canbus import frames
 from evsim.constants import CONNECTOR_ID
 from evsim.cp.config import Configuration
 from evsim.cp.outbox import Message
@@ -143,7 +142,7 @@ class TransactionRules:
         if profile is not None:
             self.profiles.install(CONNECTOR_ID, profile, None, transaction_running=True)
         await self.charger.apply_limit(self.limit_in_force())
-        await self.charger.send(frames.start())
+        await self.charger.set_charging(True)
         self.outbox.put(Message("StartTransaction", payload, ref, stored_id))
         self.connector.authorized = False
         self.connector.charging = True
@@ -159,7 +158,7 @@ class TransactionRules:
         self.connector.charging = self.connector.suspended_ev = False
         self.connector.suspended_evse = False
         self.connector.finishing = self.connector.plugged
-        await self.charger.send(frames.stop())
+        await self.charger.set_charging(False)
         self.report_status()
         self._queue_stop(tx, reason, self.clock.now())
         self.profiles.end_transaction()

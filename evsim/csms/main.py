@@ -103,7 +103,7 @@ async def amain(args: Any, supervisor: cli.Supervisor) -> None:
         await serve_forever(args, writer, supervisor, clock=clock, registry=registry, tls=tls,
                             gate=gate)
     finally:
-        writer.close()
+        cli.close_writer(writer)
 
 
 class ListScenarios(argparse.Action):

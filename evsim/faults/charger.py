@@ -44,7 +44,6 @@ class FaultyCharger(Charger):
         self.windows = [Window(spec, charge_point_id, source, seed, on_label, speed, index)
                         for index, spec in enumerate(specs)]
         self._phase = {id(w): w.rng.random() for w in self.windows}
-        self._requested: Optional[float] = None
         self._over: Optional[float] = None
 
     def _of(self, kind: str) -> list[Window]:
@@ -55,10 +54,9 @@ class FaultyCharger(Charger):
         return self.limit * self._over if self._over is not None else self.limit
 
     def set_limit(self, amps: float) -> float:
-        requested = min(max(amps, 0.0), self.max_current)
-        self._requested = requested
+        self.requested = min(max(amps, 0.0), self.max_current)
         t = self._sim()
-        if requested < self.limit and any(w.armed(t, self.charging)
+        if self.requested < self.limit and any(w.armed(t, self.charging)
                                           for w in self._of("ignore-limit")):
             self._show_ignored(t)
             return self.limit
@@ -90,15 +88,14 @@ class FaultyCharger(Charger):
 
     def _follow_requests(self, t: float) -> None:
         """Once no ignore-limit fault is armed, the last request is applied."""
-        if self._requested is None or self._requested == self.limit:
+        if self.requested == self.limit:
             return
         if not any(w.armed(t, self.charging) for w in self._of("ignore-limit")):
-            super().set_limit(self._requested)
+            super().set_limit(self.requested)
 
     def _show_ignored(self, t: float, now: Optional[datetime] = None) -> None:
-        ignored = (self.charging and self._requested is not None
-                   and self._requested < self.limit
-                   and self.current > self._requested + SHOWING_MARGIN_A)
+        ignored = (self.charging and self.requested < self.limit
+                   and self.current > self.requested + SHOWING_MARGIN_A)
         for window in self._of("ignore-limit"):
             armed = window.armed(t, self.charging)
             window.show(t, now or self._now(), ignored and armed)
