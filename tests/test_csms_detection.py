@@ -239,6 +239,7 @@ async def test_a_frozen_register_is_one_meter_freeze(detection):
     anomalies = await site.finish()
     assert kinds(anomalies) == [("METER_FREEZE", "CP_F", player.transactions[0])]
     assert "ended" in anomalies[0]["description"]  # with its session
+    assert anomalies[0]["end_time"] > anomalies[0]["timestamp"]
 
 
 async def test_a_flapping_status_is_one_status_flapping(detection):

@@ -121,6 +121,9 @@ def test_an_episode_is_learned_when_it_ends_with_its_final_figures(db_path):
         (pattern,) = bank.get_patterns()
         anomalies = bank.get_anomalies()
     assert pattern["occurrences"] == 2
+    assert anomalies[1]["timestamp"] < anomalies[1]["end_time"] <= \
+        format_timestamp(AT + timedelta(seconds=89))  # when the calm decided it
+    assert anomalies[0]["end_time"] is not None  # at shutdown, by the central system's clock
     assert pattern["parameters"]["swings"]["n"] == 2
     assert pattern["parameters"]["swings"]["max"] == max(first[0].swings, second_end.swings)
     for anomaly, ended in zip(anomalies, (second_end, first[0])):

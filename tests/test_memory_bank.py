@@ -242,7 +242,7 @@ def test_anomalies_record_filter_and_update(bank, clock):
                        "description": "jump 16 -> 30 A", "current_value": 30.0,
                        "expected_value": 16.0, "deviation": 87.5,
                        "pattern": {"rule": "delta", "window": 5}, "charge_point_id": "CP1",
-                       "transaction_id": 7}
+                       "transaction_id": 7, "end_time": None}
     assert [a["description"] for a in bank.get_anomalies(severity="low")] == ["wobble"]
     assert len(bank.get_anomalies(anomaly_type="CURRENT_FLUCTUATION")) == 2
     assert [a["description"] for a in bank.get_anomalies(charge_point_id="CP1", since=at(1))] \
@@ -615,7 +615,7 @@ def test_a_sqlite_file_without_the_schema_is_refused_when_reading(tmp_path):
 
 def test_schema_version_is_set_and_a_newer_one_is_refused(db_path):
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == schema.SCHEMA_VERSION == 3
+        assert bank.schema_version == schema.SCHEMA_VERSION == 4
         indexes = {row[0] for row in bank._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")}
         mode = bank._conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -661,10 +661,10 @@ def make_version_1(path: Path) -> None:
 
 def test_a_version_1_database_migrates_to_the_id_tags_table(db_path):
     make_version_1(db_path)
-    with pytest.raises(MemoryBankError, match="schema version 1, older than 3"):
+    with pytest.raises(MemoryBankError, match=f"schema version 1, older than {schema.SCHEMA_VERSION}"):
         MemoryBank(db_path, readonly=True)
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == 3
+        assert bank.schema_version == schema.SCHEMA_VERSION
         assert descriptions(bank.get_recent_events()) == ["from version 1"]
         assert bank.get_id_tags() == []
         bank.put_id_tag("TAG1", "Blocked", parent_id_tag="GROUP")
@@ -689,10 +689,10 @@ def make_version_2(path: Path) -> None:
 
 def test_a_version_2_database_migrates_to_the_labels_table(db_path):
     make_version_2(db_path)
-    with pytest.raises(MemoryBankError, match="schema version 2, older than 3"):
+    with pytest.raises(MemoryBankError, match=f"schema version 2, older than {schema.SCHEMA_VERSION}"):
         MemoryBank(db_path, readonly=True)
     with MemoryBank(db_path) as bank:
-        assert bank.schema_version == 3
+        assert bank.schema_version == schema.SCHEMA_VERSION
         assert descriptions(bank.get_recent_events()) == ["from version 2"]
         assert bank.get_id_tag("TAG2")["status"] == "Accepted"
         assert bank.get_labels() == []
@@ -700,6 +700,23 @@ def test_a_version_2_database_migrates_to_the_labels_table(db_path):
     with MemoryBank(db_path, readonly=True) as bank:
         assert [label["seed"] for label in bank.get_labels()] == [7]
         assert bank.get_recent_events()[0]["description"] == "from version 2"
+
+
+def test_a_version_3_database_migrates_to_episode_ends(db_path):
+    with sqlite3.connect(db_path) as conn:
+        for version in (1, 2, 3):
+            for statement in schema.MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO anomalies (timestamp, anomaly_type, severity, description) "
+                     "VALUES ('2026-01-01T00:00:00.000000Z', 'METER_FREEZE', 'LOW', 'v3')")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with MemoryBank(db_path) as bank:
+        [old] = bank.get_anomalies()
+        assert (old["description"], old["end_time"]) == ("v3", None)
+        bank.update_anomaly(old["id"], end_time=at(5))
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert bank.get_anomalies()[0]["end_time"] == format_timestamp(at(5))
 
 
 def test_record_label_takes_exactly_what_the_fault_labels_hand_it(bank, db_path):

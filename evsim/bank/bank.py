@@ -250,6 +250,27 @@ class MemoryBank:
                                              "source": source},
                             since=since, until=until, limit=limit)
 
+    def get_labels_overlapping(self, since: Since = None, until: Since = None,
+                               charge_point_id: Optional[str] = None) -> list[dict]:
+        """Labels whose interval meets ``since``..``until`` (None: unbounded), oldest first by
+        start; an open label has no end. get_labels bounds only the start, and would miss a
+        label that began before ``since`` and lasts into it."""
+        where: list[str] = []
+        params: list[str] = []
+        if until is not None:
+            where.append("start <= ?")
+            params.append(self._time(until))
+        if since is not None:
+            where.append('("end" IS NULL OR "end" >= ?)')
+            params.append(self._time(since))
+        if charge_point_id is not None:
+            where.append("charge_point_id = ?")
+            params.append(charge_point_id)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT * FROM labels{condition} ORDER BY start, id"
+        return self.connection.read(
+            lambda conn: list(query.decoded(TABLES["labels"], conn.execute(sql, params))))
+
     def get_sessions(self, limit: Optional[int] = 50, charge_point_id: Optional[str] = None,
                      since: Since = None) -> list[dict]:
         """Newest sessions first (by start time)."""

@@ -37,7 +37,7 @@ TABLES: dict[str, Table] = {table.name: table for table in (
           "timestamp", ("data",), ("description", "data")),
     Table("anomalies", ("timestamp", "anomaly_type", "severity", "description", "current_value",
                         "expected_value", "deviation", "pattern", "charge_point_id",
-                        "transaction_id"),
+                        "transaction_id", "end_time"),
           "timestamp", ("pattern",), ("description",)),
     Table("sessions", ("charge_point_id", "transaction_id", "id_tag", "start_time", "end_time",
                        "meter_start_wh", "meter_stop_wh", "energy_wh", "min_current",
@@ -162,11 +162,16 @@ SCHEMA_V3 = (
     "CREATE INDEX labels_charge_point ON labels (charge_point_id, start)",
 )
 
+#: Version 4: when an anomaly's episode ended (NULL: still going, or recorded before version 4),
+#: so that a chart or a dataset has each episode's extent without reading its description.
+SCHEMA_V4 = ("ALTER TABLE anomalies ADD COLUMN end_time TEXT",)
+
 #: Schema version -> the statements that bring the previous version to it.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: SCHEMA_V1,
     2: SCHEMA_V2,
     3: SCHEMA_V3,
+    4: SCHEMA_V4,
 }
 
 #: The version this program writes and reads.

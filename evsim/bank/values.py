@@ -166,10 +166,10 @@ _ANOMALY_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def anomaly_fields(clock: Clock, fields: dict[str, Any]) -> dict[str, Any]:
     """Anomaly columns given by name, checked and encoded; TypeError for an unknown name."""
-    unknown = set(fields) - set(_ANOMALY_CHECKS) - {"timestamp"}
+    unknown = set(fields) - set(_ANOMALY_CHECKS) - {"timestamp", "end_time"}
     if unknown:
         raise TypeError(f"unknown anomaly field(s): {', '.join(sorted(unknown))}")
-    return {name: stored_time(value, clock) if name == "timestamp"
+    return {name: stored_time(value, clock) if name in ("timestamp", "end_time")
             else _ANOMALY_CHECKS[name](value) for name, value in fields.items()}
 
 

@@ -248,10 +248,11 @@ class ChargePointAnalysis:
                 transaction_id=finding.transaction_id, timestamp=moment, **fields)
             return
         anomaly_id = self._open.get(finding.anomaly_type)
+        if finding.kind == "ended":
+            fields["end_time"] = moment
+            self._open.pop(finding.anomaly_type, None)
         if anomaly_id is not None:
             bank.update_anomaly(anomaly_id, **fields)
-        if finding.kind == "ended":
-            self._open.pop(finding.anomaly_type, None)
 
 
 def _fluctuation_fields(bank: Any, detection: fluctuation.Detection) -> dict[str, Any]:

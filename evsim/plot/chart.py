@@ -3,13 +3,17 @@
 :class:`LiveView` keeps the rolling window of 0x300 samples and the detector fed with them;
 :class:`History` is what the MemoryBank says about anomalies; both turn into a :class:`Chart`,
 which :mod:`evsim.plot.draw` renders. Times are simulated seconds since the plotter started.
+
+Ground truth (the MemoryBank's labels) and what the central system detected (its anomalies) are
+kept apart as :class:`Band` lists, so a miss, a false alarm or a late detection shows at a glance.
 """
 from __future__ import annotations
 
+import math
 import textwrap
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,6 +23,16 @@ from evsim.timefmt import local_time
 WAITING = "waiting for CAN data"
 LATEST_ANOMALIES = 5
 PANEL_CHARS = 30
+
+
+@dataclass(frozen=True)
+class Band:
+    """An interval of the x axis about one anomaly type (``kind``); ``end`` None when only its
+    beginning is known (an episode not ended, drawn as a marker)."""
+
+    start: Any
+    end: Optional[Any]
+    kind: str
 
 
 @dataclass
@@ -37,6 +51,8 @@ class Chart:
     episodes: list[tuple[Any, Any]] = field(default_factory=list)
     markers: list[tuple[Any, str]] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
+    ground_truth: list[Band] = field(default_factory=list)
+    detected: list[Band] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,7 @@ class History:
     latest: tuple[dict, ...] = ()
     marked: tuple[dict, ...] = ()
     problem: Optional[str] = None
+    labels: tuple[dict, ...] = ()
 
     @classmethod
     def of(cls, anomalies: Sequence[dict]) -> History:
@@ -66,6 +83,65 @@ class History:
         return lines
 
 
+def for_charge_point(row: Mapping[str, Any], charge_point_id: Optional[str]) -> bool:
+    """Whether a row belongs on a chart of ``charge_point_id`` (None: of every charge point)."""
+    return charge_point_id is None or row.get("charge_point_id") == charge_point_id
+
+
+def ground_truth_bands(labels: Iterable[Mapping[str, Any]], to_x: Callable[[str], Any],
+                       window: tuple[Any, Any],
+                       charge_point_id: Optional[str] = None) -> list[Band]:
+    """The labels that overlap ``window``, clipped to it, oldest first; a label still open
+    runs to the window's end, as its fault still shows."""
+    first, last = window
+    bands = []
+    for label in labels:
+        if not for_charge_point(label, charge_point_id):
+            continue
+        start = to_x(label["start"])
+        end = last if label.get("end") is None else to_x(label["end"])
+        if start <= last and end >= first:
+            bands.append(Band(max(start, first), min(end, last), str(label["anomaly_type"])))
+    return sorted(bands, key=lambda band: band.start)
+
+
+def detected_bands(anomalies: Iterable[Mapping[str, Any]], to_x: Callable[[str], Any],
+                   window: tuple[Any, Any], charge_point_id: Optional[str] = None) -> list[Band]:
+    """The anomalies' episodes that overlap ``window``, clipped to it, oldest first: from the
+    detection to its ``end_time`` once it has ended, else only the detection (``end`` None)."""
+    first, last = window
+    bands = []
+    for anomaly in anomalies:
+        if not for_charge_point(anomaly, charge_point_id):
+            continue
+        start = to_x(anomaly["timestamp"])
+        end = to_x(anomaly["end_time"]) if anomaly.get("end_time") else None
+        if start <= last and (start if end is None else end) >= first:
+            bands.append(Band(max(start, first), None if end is None else min(end, last),
+                              str(anomaly.get("anomaly_type") or "")))
+    return sorted(bands, key=lambda band: band.start)
+
+
+def captions(bands: Sequence[Band], position: Callable[[Any], float],
+             min_gap: float) -> list[Optional[str]]:
+    """The text beside each band of a lane (None: none): its kind, at least ``min_gap`` (in
+    ``position`` units) after the caption before it so none writes over another, and not again
+    for a band of the kind last named unless another kind came between."""
+    shown: list[Optional[str]] = []
+    named: Optional[str] = None
+    named_at = -math.inf
+    other_since = False
+    for band in bands:
+        x = position(band.start)
+        fresh = x - named_at >= min_gap and (band.kind != named or other_since)
+        shown.append(band.kind if fresh else None)
+        if fresh:
+            named, named_at, other_since = band.kind, x, False
+        else:
+            other_since = other_since or band.kind != named
+    return shown
+
+
 def current_stats(amps: Sequence[float]) -> list[str]:
     """The current value and min/avg/max, one per line, aligned."""
     if not amps:
@@ -82,11 +158,15 @@ def alarm_text(detection: Detection) -> str:
 class LiveView:
     """The rolling window of 0x300 samples and the detector fed with them.
 
-    Thread-safe: the CAN receiver adds samples while the drawing loop makes charts.
+    Thread-safe: the CAN receiver adds samples while the drawing loop makes charts. The
+    MemoryBank's anomalies and labels it marks on the chart are of ``charge_point_id`` only, or
+    of every charge point (None); the panel's count and latest anomalies are of the whole site.
     """
 
-    def __init__(self, window_s: float, detector: Optional[FluctuationDetector] = None) -> None:
+    def __init__(self, window_s: float, detector: Optional[FluctuationDetector] = None,
+                 charge_point_id: Optional[str] = None) -> None:
         self.window_s = window_s
+        self.charge_point_id = charge_point_id
         self.detector = detector or FluctuationDetector()
         self.samples: deque[tuple[float, float]] = deque()
         self.detection: Optional[Detection] = None
@@ -140,6 +220,10 @@ class LiveView:
                 history=history.lines())
         for anomaly in history.marked:
             x = to_x(anomaly["timestamp"])
-            if start <= x <= now:
+            if start <= x <= now and for_charge_point(anomaly, self.charge_point_id):
                 chart.markers.append((x, anomaly["severity"]))
+        window = (start, now)
+        chart.ground_truth = ground_truth_bands(history.labels, to_x, window,
+                                                self.charge_point_id)
+        chart.detected = detected_bands(history.marked, to_x, window, self.charge_point_id)
         return chart

@@ -35,14 +35,15 @@ log = logging.getLogger("plot")
 
 
 def read_history(db_path: Optional[str], since: datetime) -> History:
-    """The count, the latest few and the anomalies since ``since`` (the window's start), from
-    the MemoryBank opened read-only: a missing database is not an error. However many
-    anomalies the bank holds, a refresh reads only those."""
+    """The count, the latest few and the anomalies since ``since`` (the window's start), and
+    the labels that overlap the window, from the MemoryBank opened read-only: a missing
+    database is not an error. However many rows the bank holds, a refresh reads only those."""
     try:
         with MemoryBank(db_path, readonly=True) as bank:
             latest = tuple(bank.get_anomalies(LATEST_ANOMALIES))
             marked = tuple(bank.get_anomalies(None, since=since))
-            return History(bank.count_anomalies(), latest, marked)
+            labels = tuple(bank.get_labels_overlapping(since=since))
+            return History(bank.count_anomalies(), latest, marked, labels=labels)
     except MemoryBankError as exc:
         return History(problem=str(exc))
 
@@ -174,7 +175,7 @@ def live(args: argparse.Namespace, clock: Optional[Clock] = None) -> int:
     config = cli.can_config(args)
     clock = clock or Clock(args.speed)
     timeline = Timeline(clock)
-    view = LiveView(args.window)
+    view = LiveView(args.window, charge_point_id=args.cp)
     stop = threading.Event()
     receiver = Receiver(config, view, timeline, stop)
 

@@ -3,7 +3,8 @@
 
 Live: subscribes to 0x300, draws the rolling ``--window`` (simulated seconds) with the current
 value, min/avg/max, the swings the detector counts and a red indicator while it sees a fluctuation;
-anomalies recorded in the MemoryBank (by csms.py) are listed and marked on the chart. The plotter
+anomalies recorded in the MemoryBank (by csms.py) are listed and marked on the chart, their
+episodes in a lane of their own above the ground truth (the labels of injected faults). The plotter
 records nothing: it opens the MemoryBank read-only, and waits for it if it does not exist yet.
 
 ``--headless --output current.png`` renders with Agg and rewrites the PNG (atomically) every
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --from-db: start of the range, 10m / 2h / 3d ago or ISO time")
     past.add_argument("--until", type=cli.since_argument, metavar="WHEN",
                       help="with --from-db: end of the range (default: now)")
-    past.add_argument("--cp", metavar="ID", help="with --from-db: only this charge point")
+    parser.add_argument("--cp", metavar="ID",
+                        help="only this charge point: its MemoryBank anomalies and labels "
+                             "(live), its session or samples too (--from-db)")
     return parser
 
 
@@ -77,8 +80,8 @@ def check_output(output: Optional[str]) -> Path:
 def run(args: argparse.Namespace) -> int:
     output = check_output(args.output)
     if args.from_db is None:
-        if args.since or args.until or args.cp:
-            raise cli.UsageError("--since, --until and --cp go with --from-db")
+        if args.since or args.until:
+            raise cli.UsageError("--since and --until go with --from-db")
         return live(args)
     if args.from_db is RANGE and args.since is None:
         raise cli.UsageError("--from-db needs a session's transaction id or --since")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +16,7 @@ import matplotlib
 from evsim import cli
 from evsim.bank import MemoryBank, MemoryBankError
 from evsim.constants import RECORDER, SEVERITIES
-from evsim.plot.chart import Chart, History, current_stats
+from evsim.plot.chart import Chart, History, current_stats, detected_bands, ground_truth_bands
 from evsim.plot.draw import draw, new_figure, save_png
 from evsim.timefmt import local_time, parse_timestamp
 
@@ -46,6 +47,11 @@ def current_samples(bank: MemoryBank, **filters: Any) -> list[dict]:
             or bank.get_metrics("current", **filters))
 
 
+def local_x(stamp: str) -> datetime:
+    """Where a stored timestamp falls on the chart's axis of local time."""
+    return parse_timestamp(stamp).astimezone()
+
+
 def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
     """The chart of a session (``--from-db TX``) or of a time range (``--since``/``--until``)."""
     if args.from_db is not RANGE:
@@ -69,6 +75,8 @@ def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
         xs.append(parse_timestamp(row["timestamp"]).astimezone())
         amps.append(row["value"])
     anomalies = bank.get_anomalies(None, charge_point_id=cp, since=since, until=until)
+    labels = bank.get_labels_overlapping(since, until, charge_point_id=cp)
+    window = (local_x(since), local_x(until))
     history = History.of(anomalies)
     worst = max((a["severity"] for a in anomalies), key=SEVERITIES.index, default=None)
     return Chart(
@@ -79,9 +87,10 @@ def past_chart(bank: MemoryBank, args: argparse.Namespace) -> Chart:
         alarm=f"{len(anomalies)} ANOMAL{'Y' if len(anomalies) == 1 else 'IES'}\nworst {worst}"
         if anomalies else None,
         calm="no anomaly recorded",
-        markers=[(parse_timestamp(a["timestamp"]).astimezone(), a["severity"])
-                 for a in anomalies],
-        history=history.lines())
+        markers=[(local_x(a["timestamp"]), a["severity"]) for a in anomalies],
+        history=history.lines(),
+        ground_truth=ground_truth_bands(labels, local_x, window, cp),
+        detected=detected_bands(anomalies, local_x, window, cp))
 
 
 def from_db(args: argparse.Namespace, output: Path) -> int:
