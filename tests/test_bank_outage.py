@@ -2,10 +2,15 @@
 fits in the buffer (``PRAGMA max_page_count`` plays the full disk, no root needed)."""
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import resource
 import threading
 
-from conftest import wait_for
+import pytest
+import websockets
+from conftest import free_port, port_open, script, start, stop, wait_for
 
 from evsim.bank import MemoryBank
 from evsim.bank.writer import BankWriter
@@ -128,3 +133,52 @@ def test_a_read_only_file_is_an_outage_like_a_full_disk(db_path, caplog):
         assert writer.close() == 0
     assert events(db_path) == ["e0"]
     assert "readonly" in caplog.records[0].getMessage()
+
+
+# -- a real process ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs prlimit (Linux)")
+def test_csms_on_a_full_disk_says_so_keeps_serving_and_exits_1_with_what_it_lost(db_path):
+    """RLIMIT_FSIZE on the running csms.py plays the full disk: its writes fail as ENOSPC's
+    would. Room returns, then goes again until it stops."""
+    port = free_port()
+    proc = start(script("csms.py", "--port", str(port), "--api-port", "0", "--db",
+                        str(db_path), "--scenario", "none"))
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, message="csms")
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        asyncio.run(heartbeats(port, 50))
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        wait_for(lambda: stored_heartbeats(db_path) == 50, timeout=30,
+                 message="the waiting rows written")
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        asyncio.run(heartbeats(port, 10))
+    finally:
+        code, output = stop(proc, timeout=30)
+    lines = output.splitlines()
+    assert code == 1, output
+    assert "Traceback" not in output
+    assert len([line for line in lines if "MemoryBank cannot be written" in line]) == 2
+    assert len([line for line in lines if "MemoryBank written again" in line]) == 1
+    assert lines[-1].startswith("csms.py: error: MemoryBank: ") and "lost" in lines[-1]
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert len(bank.get_recent_events(None, {"event_type": "STORAGE"})) == 1
+    assert stored_heartbeats(db_path) == 50
+
+
+async def heartbeats(port: int, count: int) -> None:
+    """A charge point that boots and sends ``count`` Heartbeats, each answered."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/CP_D",
+                                  subprotocols=["ocpp1.6"]) as ws:
+        for n, (action, payload) in enumerate(
+                [("BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})]
+                + [("Heartbeat", {})] * count):
+            await ws.send(json.dumps([2, str(n), action, payload]))
+            assert json.loads(await ws.recv())[0] == 3
+
+
+def stored_heartbeats(db_path) -> int:
+    with MemoryBank(db_path, readonly=True) as bank:
+        return sum("Heartbeat" in e["description"] and "CALL " in e["description"]
+                   for e in bank.get_recent_events(None, {"source": "csms"}))
