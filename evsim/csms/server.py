@@ -33,8 +33,10 @@ from evsim.csms.journal import Journal
 from evsim.csms.recording import Writer, record_meter_values, record_transaction_data
 from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
 from evsim.csms.scenario import ScenarioRunner
+from evsim.csms.scenario_labels import ScenarioLabels
 from evsim.csms.security import ChargePointRegistry
 from evsim.detection.site import Detectors
+from evsim.faults.labels import bank_recorder
 from evsim.ocpp16 import endpoint as ocpp16
 from evsim.timefmt import format_timestamp, ocpp_time, parse_ocpp_time
 
@@ -75,6 +77,8 @@ class CentralSystem:
         self.call_timeout = call_timeout  # for a CALL of the control API
         self.handlers = Handlers(self, ca)
         self.journal = Journal(self.event, clock)
+        self.scenario_labels = ScenarioLabels(scenario, clock, bank_recorder(writer, log),
+                                              cycles)
 
     def _new_station(self, charge_point_id: str) -> Station:
         analyser = ChargePointAnalysis(charge_point_id, self.writer, self.clock, self.detectors())
@@ -138,19 +142,32 @@ class CentralSystem:
         if station.runner is None or station.link is None or station.paused:
             return
         if station.scenario_task is None or station.scenario_task.done():
-            run = station.runner.run(ScenarioLink(station.link), lambda: station.transaction_id)
+            run = self._drive(station, ScenarioLink(station.link))
             station.scenario_task = self.supervisor.start(run, f"scenario of {station.id}")
+
+    async def _drive(self, station: Station, link: ScenarioLink) -> None:
+        """Run the scenario on ``link``; when the scenario is an anomaly, its label covers the
+        run (scenario_labels)."""
+        runner = station.runner
+        stretch = None if runner.complete else self.scenario_labels.start(station.id)
+        try:
+            await runner.run(link, lambda: station.transaction_id)
+        finally:
+            if stretch is not None:
+                self.scenario_labels.end(station.id, stretch)
 
     def stop_scenario(self, station: Station) -> None:
         if station.scenario_task is not None:
             station.scenario_task.cancel()
             station.scenario_task = None
+        self.scenario_labels.end(station.id)
 
     def shutdown(self) -> None:
-        """Stop every scenario and end every open episode."""
+        """Stop every scenario, end every open episode and hand over every open label."""
         for station in self.registry:
             self.stop_scenario(station)
             station.analyser.close()
+        self.scenario_labels.close()
 
     def profile_answered(self, station: Station, action: str, payload: Any,
                          status: Any) -> None:

@@ -128,8 +128,9 @@ def bank_recorder(writer: Any, log: logging.Logger) -> OnLabel:
         record_label(**fields)
 
     def record(label: Label) -> None:
+        cause = label.parameters.get("kind") or label.parameters.get("scenario") or label.source
         log.info("label %s %s: %.1f-%.1f s (%s)", label.charge_point_id, label.anomaly_type,
-                 label.start_s, label.end_s, label.parameters.get("kind", ""))
+                 label.start_s, label.end_s, cause)
         fields = label.record()
         writer.call(lambda bank: write(fields, bank))
 
