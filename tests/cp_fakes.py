@@ -220,3 +220,16 @@ class LabelBank:
 
     def record_label(self, **fields) -> None:
         self.labels.append(fields)
+
+
+def command_changes(sent: list[tuple[int, float | None]]) -> list[tuple[int, float | None]]:
+    """The command frames that changed what was asked: cp.py repeats its intent every cycle,
+    so a frame counts when it differs from the one before it of its kind, limit or run."""
+    last: dict[bool, tuple[int, float | None]] = {}
+    changed = []
+    for frame in sent:
+        kind = frame[0] == frames.SET_LIMIT
+        if last.get(kind) != frame:
+            changed.append(frame)
+            last[kind] = frame
+    return changed

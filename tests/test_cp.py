@@ -13,6 +13,7 @@ import can
 import pytest
 from conftest import free_port, script, start, stop
 from conftest import wait_for_async as until
+from cp_fakes import command_changes
 from ocpp.exceptions import InternalError, OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -60,16 +61,7 @@ class PlayedCharger:
         return [(f.arbitration_id, f.amps) for f in self.received]
 
     def changes(self) -> list[tuple[int, float | None]]:
-        """The frames that changed what was asked (the charge point repeats its intent every
-        cycle): each that differs from the one before it of its kind, limit or run."""
-        last: dict[bool, tuple[int, float | None]] = {}
-        changed = []
-        for sent in self.sent():
-            kind = sent[0] == frames.SET_LIMIT
-            if last.get(kind) != sent:
-                changed.append(sent)
-                last[kind] = sent
-        return changed
+        return command_changes(self.sent())
 
     def close(self) -> None:
         self._stop.set()
