@@ -63,6 +63,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def stop_signals() -> tuple[int, ...]:
     """The signals that stop a process cleanly. SIGINT stays ignored where it was ignored at
     start (a background child of a script, as under run_all.sh --headless): Ctrl-C in the

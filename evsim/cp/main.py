@@ -23,9 +23,10 @@ from evsim.bank import MemoryBankError
 from evsim.bank.writer import BankWriter
 from evsim.canbus import bus as canbus
 from evsim.canbus.link import CanLink
+from evsim.charger.node import ChargerNode
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
-from evsim.cp import api, metering, store
+from evsim.cp import api, fleet, store
 from evsim.cp.config import usable_profile
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
@@ -39,11 +40,16 @@ SHUTDOWN_TIMEOUT_S = 3.0
 
 
 async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
+    ids = charge_point_ids(args)
     try:
-        target = endpoint_url(args.url, args.id)
+        targets = {charge_point_id: endpoint_url(args.url, charge_point_id)
+                   for charge_point_id in ids}
     except ValueError as exc:
         raise cli.UsageError(exc) from None
-    config = cli.can_config(args)
+    on_can = ids[0] if args.count == 1 else args.can_id
+    if len(ids) > 1:
+        fleet.quiet(args.log_level)
+    config = cli.can_config(args) if on_can is not None else None
     state_path = args.state or store.default_path(args.db)
     try:
         state = store.StateStore(state_path)
@@ -55,49 +61,80 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     except (MemoryBankError, OSError) as exc:
         state.close()
         raise cli.SimError(f"MemoryBank: {exc}") from None
-    loop = asyncio.get_running_loop()
-    station = Station(args.id, state, clock, writer=writer, voltage=args.voltage,
-                      default_limit=args.default_limit, charger_period=args.charger_period,
-                      files=store.files_path(state_path, args.id))
+    stations = [Station(charge_point_id, state, clock, writer=writer, voltage=args.voltage,
+                        default_limit=args.default_limit, charger_period=args.charger_period,
+                        files=store.files_path(state_path, charge_point_id))
+                for charge_point_id in ids]
     try:
-        credentials = connect_credentials(args, station)
+        logins = {station.id: connect_credentials(args, station) for station in stations}
     except SecurityError as exc:
         writer.close()
         state.close()
         raise cli.UsageError(exc) from None
-    inject(args, station, writer)
-    link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
-    station.charger.link = link
-    loop.add_signal_handler(signal.SIGUSR1, station.local_stop)
-    cli.announce(writer, f"cp {args.id} started",
-                 {"url": args.url, "speed": args.speed, "can": canbus.describe(config),
+    chargers: dict[str, ChargerNode] = {}
+    link = None
+    for station in stations:
+        inject(args, station, writer)
+        if station.id == on_can:
+            link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
+            station.charger.link = link
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, station.local_stop)
+        else:
+            chargers[station.id] = fleet.attach_charger(station, clock, args.charger_period)
+    announced = ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]} ({len(ids)})"
+    cli.announce(writer, f"cp {announced} started",
+                 {"url": args.url, "speed": args.speed, "count": len(ids),
+                  "can": canbus.describe(config) if config else None, "can_id": on_can,
                   "state": str(state_path), "inject": [str(spec) for spec in args.inject],
-                  "seed": args.seed}, args.id)
-    log.info("charge point %s -> %s, CAN %s, speed %g, state %s", args.id, args.url,
-             canbus.describe(config), args.speed, state_path)
-    station.recover()
-    station.security_event("StartupOfTheDevice", f"cp.py {args.id} started")
-    runner = await start_api(station, args.api_port) if args.api_port is not None else None
-    supervisor.start(link.run(), "CAN link")
-    supervisor.start(keep_connected(station, target, credentials), "connection")
-    supervisor.start(metering.run_meter(station), "meter")
-    supervisor.start(metering.run_watchdog(station), "watchdog")
-    supervisor.start(station.charger.keep_alive(), "CAN keep-alive")
-    supervisor.start(metering.run_aligned(station), "clock-aligned meter")
-    if station.status_faults is not None and station.status_faults.windows:
-        supervisor.start(metering.run_status_faults(station), "injected status")
+                  "seed": args.seed}, ids[0] if len(ids) == 1 else None)
+    log.info("charge point %s -> %s, CAN %s, speed %g, state %s", announced, args.url,
+             f"{canbus.describe(config)} ({on_can})" if config else "in process", args.speed,
+             state_path)
+    for station in stations:
+        station.recover()
+        station.security_event("StartupOfTheDevice", f"cp.py {station.id} started")
+    runner = await start_api(stations[0], args.api_port) if args.api_port is not None else None
+
+    def start(station: Station) -> None:
+        supervisor.start(keep_connected(station, targets[station.id], logins[station.id]),
+                         f"{station.id} connection")
+        for coroutine, name in fleet.station_tasks(station, chargers.get(station.id)):
+            supervisor.start(coroutine, name)
+
+    if link is not None:
+        supervisor.start(link.run(), "CAN link")
+    supervisor.start(fleet.boot_in_turn(stations, start, clock, args.stagger), "boot")
+    if len(stations) > 1:
+        supervisor.start(fleet.report(stations, clock), "fleet summary")
     try:
         await supervisor.stop.wait()
-        await station.shut_down(timeout=SHUTDOWN_TIMEOUT_S)
+        await asyncio.gather(*(station.shut_down(timeout=SHUTDOWN_TIMEOUT_S)
+                               for station in stations))
     finally:
         if runner is not None:
             await runner.cleanup()
-        link.close()
+        if link is not None:
+            link.close()
         await supervisor.cancel()
-        station.close_faults()
-        writer.event("PROCESS_STOP", f"cp {args.id} stopped", None, args.id)
+        for station in stations:
+            station.close_faults()
+            writer.event("PROCESS_STOP", f"cp {station.id} stopped", None, station.id)
         state.close()
         cli.close_writer(writer)
+
+
+def charge_point_ids(args: argparse.Namespace) -> list[str]:
+    """``--id``, or the ``--count`` ids of a fleet; a ``--can-id`` that is not one of them, or
+    ``--api-port`` with a fleet, is a usage error."""
+    if args.count == 1:
+        return [args.id]
+    ids = fleet.fleet_ids(args.id_prefix, args.count)
+    if args.can_id is not None and args.can_id not in ids:
+        raise cli.UsageError(f"--can-id {args.can_id} is not in the fleet "
+                             f"({ids[0]}..{ids[-1]})")
+    if args.api_port is not None:
+        raise cli.UsageError("--api-port serves one charge point: not with --count")
+    return ids
 
 
 def inject(args: argparse.Namespace, station: Station, writer: BankWriter) -> None:
@@ -153,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=DEFAULT_CSMS_URL,
                         help=f"central system URL; the id is appended (default: {DEFAULT_CSMS_URL})")
     parser.add_argument("--id", default="CP_1", help="charge point id (default: CP_1)")
+    fleet_options = parser.add_argument_group("fleet (many charge points in this process)")
+    fleet_options.add_argument("--count", type=cli.positive_int, default=1, metavar="N",
+                               help="run N charge points, each with its own connection and "
+                                    "its own charger in process (default: 1, the one --id)")
+    fleet_options.add_argument("--id-prefix", default="CP_", metavar="PREFIX",
+                               help="with --count: ids PREFIX0001, PREFIX0002, ... "
+                                    "(default: CP_)")
+    fleet_options.add_argument("--stagger", type=cli.non_negative_float, default=0.05,
+                               metavar="S", help="with --count: simulated seconds between two "
+                                                 "boots; 0 connects all at once (default: 0.05)")
+    fleet_options.add_argument("--can-id", metavar="ID",
+                               help="with --count: the one charge point on the CAN bus, with "
+                                    "charger_module.py (default: none, every charger in "
+                                    "process)")
     parser.add_argument("--state", metavar="PATH",
                         help=f"the charge point's own state file (default: $EV_SIM_CP_STATE, "
                              f"else {store.DEFAULT_NAME} beside the MemoryBank)")

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""A fleet in one cp.py (``--count N``) against csms.py on this machine: does every charge point
+boot, and does the 1 Hz MeterValues schedule hold?
+
+For each N: csms.py (scenario ``normal``, so every charge point charges) and ``cp.py --count N``
+run as real processes on free loopback ports with a MemoryBank in a temporary folder. Once every
+charge point has booted, the fleet runs ``--duration`` wall seconds; then both are stopped.
+Lateness is read back from the samples cp.py recorded: each charge point's sample times against
+its own 1 Hz schedule (the phase of its least late sample). CPU seconds and peak RSS of each
+process come from the kernel (``os.wait4``), over the whole run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from evsim.timefmt import format_timestamp
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def booted(db: Path) -> int:
+    """How many charge points the central system has seen boot."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute(
+                "SELECT COUNT(DISTINCT charge_point_id) FROM events WHERE source = 'csms' AND "
+                "event_type = 'OCPP_MESSAGE' AND description LIKE '%CALL BootNotification%'"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def lateness_ms(db: Path, since: str) -> list[float]:
+    """Each sample's lateness against its charge point's 1 Hz schedule, in ms."""
+    times: dict[str, list[float]] = defaultdict(list)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        for charge_point_id, stamp in conn.execute(
+                "SELECT charge_point_id, timestamp FROM metrics WHERE source = 'cp' AND "
+                "name = 'current' AND timestamp >= ? ORDER BY timestamp", (since,)):
+            times[charge_point_id].append(datetime.fromisoformat(stamp).timestamp())
+    late: list[float] = []
+    for samples in times.values():
+        offsets = [t - k for k, t in enumerate(samples)]
+        base = min(offsets)
+        late.extend((offset - base) * 1000 for offset in offsets)
+    return late
+
+
+def stop(proc: subprocess.Popen) -> tuple[float, float]:
+    """SIGINT and wait; (CPU seconds, peak RSS MB) of the process's whole life."""
+    proc.send_signal(signal.SIGINT)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * scale / 1e6
+
+
+def run(count: int, duration: float, stagger: float) -> dict:
+    with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "log", "w") as logs:
+        db, port = Path(folder) / "memory.db", free_port()
+        common = ["--db", str(db), "--log-level", "WARNING"]
+        csms = subprocess.Popen([PYTHON, str(ROOT / "csms.py"), "--port", str(port),
+                                 "--api-port", "0", "--scenario", "normal", *common],
+                                stdout=logs, stderr=subprocess.STDOUT)
+        time.sleep(1.0)
+        started = time.monotonic()
+        cp = subprocess.Popen([PYTHON, str(ROOT / "cp.py"), "--count", str(count),
+                               "--stagger", str(stagger), "--url", f"ws://127.0.0.1:{port}",
+                               *common], stdout=logs, stderr=subprocess.STDOUT)
+        while booted(db) < count and time.monotonic() - started < 300:
+            time.sleep(0.5)
+        boot_s = time.monotonic() - started
+        seen = booted(db)
+        since = format_timestamp(datetime.now(UTC))
+        time.sleep(duration)
+        cp_cpu, cp_rss = stop(cp)
+        csms_cpu, csms_rss = stop(csms)
+        late = sorted(lateness_ms(db, since))
+    return {"count": count, "booted": seen, "boot_s": boot_s, "samples": len(late),
+            "late_p50": statistics.median(late) if late else float("nan"),
+            "late_p99": late[int(len(late) * 0.99)] if late else float("nan"),
+            "cp_cpu": cp_cpu, "cp_rss": cp_rss, "csms_cpu": csms_cpu, "csms_rss": csms_rss}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--duration", type=float, default=60.0, help="wall seconds measured")
+    parser.add_argument("--stagger", type=float, default=0.02)
+    args = parser.parse_args(argv)
+    print(f"{'N':>5} {'booted':>7} {'boot s':>7} {'samples':>8} {'late p50':>9} {'p99 ms':>7} "
+          f"{'cp CPU s':>9} {'cp RSS MB':>10} {'csms CPU s':>11} {'csms RSS MB':>12}")
+    for count in args.counts:
+        r = run(count, args.duration, args.stagger)
+        print(f"{r['count']:>5} {r['booted']:>7} {r['boot_s']:>7.1f} {r['samples']:>8} "
+              f"{r['late_p50']:>9.1f} {r['late_p99']:>7.1f} {r['cp_cpu']:>9.1f} "
+              f"{r['cp_rss']:>10.0f} {r['csms_cpu']:>11.1f} {r['csms_rss']:>12.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
