@@ -16,5 +16,9 @@ RECORDER = "csms"
 #: The charger's 0x300 period without --period, and how many silent ones mean it is gone.
 CHARGER_PERIOD_S = 1.0
 SILENT_PERIODS = 3
+#: Wall seconds a silence on the bus must also last before either side acts on it (the
+#: charger's watchdog, the charge point's "charger gone"), so that at a high --speed a process
+#: on a loaded machine is not taken for dead for being late.
+SILENCE_FLOOR_WALL_S = 1.0
 #: The process names used as ``source`` in the MemoryBank.
 SOURCES = ("csms", "cp", "charger")

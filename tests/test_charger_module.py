@@ -188,7 +188,7 @@ async def test_a_repeated_command_feeds_the_watchdog_but_is_not_news(publishing)
 @pytest.mark.parametrize("speed, trips_after", [(1.0, 3.0), (10.0, 10.0)])
 async def test_the_watchdog_stops_a_charger_that_hears_no_command(speed, trips_after,
                                                                   publishing):
-    """After the DBC's 3 s, and never in under WATCHDOG_FLOOR_WALL_S wall seconds."""
+    """After the DBC's 3 s, and never in under SILENCE_FLOOR_WALL_S wall seconds."""
     clock = FakeClock(speed)
     link, tripped, recorded = FakeLink(clock), [], []
     node = ChargerNode(Charger(ramp=1.0), clock, period_s=1.0,

@@ -317,7 +317,7 @@ def test_menu_driven_through_stdin(filled_db, tmp_path):
                "9", "7", "y",       # clean old data: confirmed
                "0"]
     out = ok(filled_db, "--menu", stdin="\n".join(answers) + "\n")
-    assert "Invalid choice '7x': enter a number from 0 to 9." in out
+    assert "Invalid choice '7x': enter a number from 0 to 10." in out
     assert "Events              9" in out
     assert "Try again: not a whole number: 'lots'" in out
     assert "Try again: must be 0 to 9223372036854775807, got '99999999999999999999'" in out
@@ -341,7 +341,7 @@ def test_menu_driven_through_stdin(filled_db, tmp_path):
 
 def test_menu_leaves_cleanly_on_end_of_input(filled_db):
     out = ok(filled_db, "--menu", stdin="1\n")
-    assert "Events              9" in out and out.count("Choose 0-9") == 2
+    assert "Events              9" in out and out.count("Choose 0-10") == 2
 
 
 def test_menu_leaves_cleanly_on_ctrl_c(filled_db):
@@ -353,7 +353,7 @@ def test_menu_leaves_cleanly_on_ctrl_c(filled_db):
                               daemon=True)
     reader.start()
     try:
-        wait_for(lambda: "Choose 0-9" in "".join(seen), message="the menu prompt")
+        wait_for(lambda: "Choose 0-10" in "".join(seen), message="the menu prompt")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         assert "Traceback" not in proc.stderr.read()

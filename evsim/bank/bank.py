@@ -26,9 +26,12 @@ from evsim.bank import aggregates, export, idtags, query, updates, values
 from evsim.bank.connection import Connection, default_db_path
 from evsim.bank.schema import TABLES
 from evsim.bank.values import Since, Timestamp
+from evsim.constants import RECORDER
 from evsim.timefmt import utc_now
 
 EVENT_FILTERS = ("event_type", "source", "charge_point_id")
+METRICS_AFTER_SQL = ("SELECT * FROM metrics WHERE id > ? AND id <= ? AND +name = ? "
+                     "AND +charge_point_id = ? AND +source = ? ORDER BY id")
 
 
 def _insert_sql(table: str, columns: Iterable[str]) -> str:
@@ -348,6 +351,30 @@ class MemoryBank:
         return self.connection.read(lambda conn: {
             "database": str(self.path), "schema_version": self.connection.user_version(),
             **aggregates.dashboard_summary(conn)})
+
+    def get_fleet(self, since: Since = None, recorder: str = RECORDER) -> list[dict]:
+        """One row per charge point, in id order, from one snapshot: status, connection,
+        sessions, energy, anomalies and last seen (:func:`~evsim.bank.aggregates.fleet`)."""
+        low = None if since is None else self._time(since)
+        return self.connection.read(lambda conn: aggregates.fleet(conn, recorder, low))
+
+    def last_metric_id(self) -> int:
+        """The id of the newest sample written (0: none): where a follower starts."""
+        sql = "SELECT coalesce(max(id), 0) FROM metrics"
+        return self.connection.read(lambda conn: conn.execute(sql).fetchone()[0])
+
+    def get_metrics_after(self, after_id: int, name: str, charge_point_id: str,
+                          source: str) -> tuple[list[dict], int]:
+        """The samples written after row ``after_id`` (in the order written) and the id to ask
+        after next time, from one snapshot. Only the rows written since are read, whatever the
+        table holds: the unary ``+`` keeps SQLite on the rowid range rather than on an index of
+        the charge point, which would read all its history at every poll."""
+        def read(conn: sqlite3.Connection) -> tuple[list[dict], int]:
+            top = conn.execute("SELECT coalesce(max(id), 0) FROM metrics").fetchone()[0]
+            cursor = conn.execute(METRICS_AFTER_SQL, (after_id, top, name, charge_point_id,
+                                                      source))
+            return list(query.decoded(TABLES["metrics"], cursor)), max(top, after_id)
+        return self.connection.read(read)
 
     # -- exports --------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ fake in tests). The power stage runs whether or not the bus is up; it publishes 
 The watchdog is a real power module's safety rule: current flows only while commands keep
 coming. The charge point repeats its intent every cycle; after ``watchdog_s`` simulated seconds
 without a command (the charge point dead, the bus down) the charger stops and ramps to 0 A
-until a start comes again. The silence must also last ``WATCHDOG_FLOOR_WALL_S`` wall seconds, so
+until a start comes again. The silence must also last ``SILENCE_FLOOR_WALL_S`` wall seconds, so
 that at a high ``--speed`` a charge point on a loaded machine is not cut off for being late.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ import can
 from evsim.canbus import frames
 from evsim.charger.model import Charger
 from evsim.clock import Clock
+from evsim.constants import SILENCE_FLOOR_WALL_S
 
 log = logging.getLogger("charger")
 
 OnCommand = Callable[[frames.Frame, str], None]
 OnWatchdog = Callable[[float], None]
 
-WATCHDOG_FLOOR_WALL_S = 1.0
 
 
 class Link(Protocol):
@@ -79,7 +79,7 @@ class ChargerNode:
         """Stop a charging charger whose commands stopped coming; True when it did."""
         silent = self.silent_for()
         if (not self.charger.charging or self.watchdog_s <= 0 or silent <= self.watchdog_s
-                or silent <= WATCHDOG_FLOOR_WALL_S * self.clock.speed):
+                or silent <= SILENCE_FLOOR_WALL_S * self.clock.speed):
             return False
         self.charger.stop()
         log.warning("watchdog: no command for %.1f s (simulated): stopping, ramping to 0 A",

@@ -1,7 +1,8 @@
 """The charge point's side of the CAN bus: it commands the charger and meters what it publishes.
 
 The charger is known only by its 0x300 frames: each one feeds the energy register, and
-SILENT_PERIODS periods without one mean the charger is gone (the connector shows Faulted).
+SILENT_PERIODS periods without one (and SILENCE_FLOOR_WALL_S wall seconds) mean the charger is
+gone (the connector shows Faulted).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import can
 
 from evsim.canbus import frames
 from evsim.clock import Clock
-from evsim.constants import SILENT_PERIODS
+from evsim.constants import SILENCE_FLOOR_WALL_S, SILENT_PERIODS
 from evsim.cp.meter import EnergyMeter
 
 log = logging.getLogger("cp")
@@ -68,9 +69,11 @@ class ChargerBridge:
         return back
 
     def went_silent(self) -> bool:
-        """True the first time the charger has been silent for SILENT_PERIODS periods."""
+        """True the first time the charger has been silent for SILENT_PERIODS periods (and
+        SILENCE_FLOOR_WALL_S wall seconds)."""
         silent_for = self.clock.sim() - self.last_frame_at
-        if self.silent or silent_for <= SILENT_PERIODS * self.period_s:
+        if (self.silent or silent_for <= SILENT_PERIODS * self.period_s
+                or silent_for <= SILENCE_FLOOR_WALL_S * self.clock.speed):
             return False
         self.silent = True
         log.warning("charger silent for %.1f s (simulated): Faulted", silent_for)

@@ -1,6 +1,6 @@
 """What a chart of the current shows, as plain data: no matplotlib, no bus, no clock.
 
-:class:`LiveView` keeps the rolling window of 0x300 samples and the detector fed with them;
+:class:`LiveView` keeps the rolling window of samples and the detector fed with them;
 :class:`History` is what the MemoryBank says about anomalies; both turn into a :class:`Chart`,
 which :mod:`evsim.plot.draw` renders. Times are simulated seconds since the plotter started.
 
@@ -33,6 +33,18 @@ class Band:
     start: Any
     end: Optional[Any]
     kind: str
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where a live view's samples come from, as its chart names them."""
+
+    title: str
+    series: str
+    waiting: str
+
+
+CAN_FEED = Feed("Charger current (CAN 0x300)", "0x300 current", WAITING)
 
 
 @dataclass
@@ -156,7 +168,8 @@ def alarm_text(detection: Detection) -> str:
 
 
 class LiveView:
-    """The rolling window of 0x300 samples and the detector fed with them.
+    """The rolling window of samples (0x300 frames, or a charge point's recorded current: its
+    ``feed``) and the detector fed with them.
 
     Thread-safe: the CAN receiver adds samples while the drawing loop makes charts. The
     MemoryBank's anomalies and labels it marks on the chart are of ``charge_point_id`` only, or
@@ -164,9 +177,10 @@ class LiveView:
     """
 
     def __init__(self, window_s: float, detector: Optional[FluctuationDetector] = None,
-                 charge_point_id: Optional[str] = None) -> None:
+                 charge_point_id: Optional[str] = None, feed: Feed = CAN_FEED) -> None:
         self.window_s = window_s
         self.charge_point_id = charge_point_id
+        self.feed = feed
         self.detector = detector or FluctuationDetector()
         self.samples: deque[tuple[float, float]] = deque()
         self.detection: Optional[Detection] = None
@@ -176,7 +190,7 @@ class LiveView:
         self._lock = threading.Lock()
 
     def add(self, t: float, amps: float) -> Optional[Detection]:
-        """One 0x300 sample at simulated time ``t``."""
+        """One sample at simulated time ``t``, not before the last one."""
         with self._lock:
             self.received += 1
             self.samples.append((t, amps))
@@ -206,11 +220,11 @@ class LiveView:
             shown = [(t, a) for t, a in self.samples if t >= start]
             amps = [a for _, a in shown]
             chart = Chart(
-                title=f"Charger current (CAN 0x300), last {self.window_s:g} s",
+                title=f"{self.feed.title}, last {self.window_s:g} s",
                 xlabel="simulated time since start (s)",
-                series=[("0x300 current", [t for t, _ in shown], amps)],
+                series=[(self.feed.series, [t for t, _ in shown], amps)],
                 xlim=(start, max(now, self.window_s)),
-                waiting=None if shown else f"{WAITING}\n{self.status}".strip(),
+                waiting=None if shown else f"{self.feed.waiting}\n{self.status}".strip(),
                 stats=current_stats(amps) + [
                     f"swings {self.detector.swings:3d} in {self.detector.config.window_s:g} s"],
                 alarm=alarm_text(self.detection) if self.detector.active else None,

@@ -1,10 +1,12 @@
-"""The live view: 0x300 frames from the bus into a :class:`~evsim.plot.chart.LiveView`, redrawn
-every ``--refresh`` wall seconds in a window or, headless, into a PNG.
+"""The live view: 0x300 frames from the bus, or with ``--cp`` a charge point's current from the
+MemoryBank (:mod:`evsim.plot.follow`), into a :class:`~evsim.plot.chart.LiveView`, redrawn every
+``--refresh`` wall seconds in a window or, headless, into a PNG.
 
 The bus is read by a :class:`Receiver` thread with an event loop of its own running a
-:class:`~evsim.canbus.link.CanLink`; the main thread draws (a GUI toolkit wants the main
-thread). Samples are placed on simulated time from the injected clock, so the window and the
-detector see the same signal at every ``--speed``.
+:class:`~evsim.canbus.link.CanLink`; the MemoryBank is polled by the drawing loop before each
+frame; the main thread draws (a GUI toolkit wants the main thread). Samples are placed on
+simulated time from the injected clock, so the window and the detector see the same signal at
+every ``--speed``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from evsim.canbus import bus as canbus
 from evsim.canbus import frames
 from evsim.canbus.link import CanLink
 from evsim.clock import Clock
+from evsim.plot import follow
 from evsim.plot.chart import LATEST_ANOMALIES, Chart, History, LiveView
 from evsim.plot.draw import DEFAULT_OUTPUT, draw, new_figure, save_png
 from evsim.timefmt import parse_timestamp
@@ -100,6 +103,13 @@ class Receiver:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    @property
+    def what(self) -> str:
+        return "0x300 frames"
+
+    def poll(self) -> None:
+        """Nothing: frames arrive on the receiver's own thread."""
+
     def on_frame(self, frame: frames.Frame) -> None:
         if frame.arbitration_id != frames.MEASURED_CURRENT:
             return
@@ -170,16 +180,29 @@ def open_figure(args: argparse.Namespace) -> tuple[Any, bool]:
         return new_figure(args.size), True
 
 
+def open_source(args: argparse.Namespace, timeline: Timeline,
+                stop: threading.Event) -> tuple[LiveView, Receiver | follow.Follower, str]:
+    """The view, what feeds it (the CAN bus or the MemoryBank, :func:`follow.source_of`) and
+    how the log names that."""
+    if follow.source_of(args) == "db":
+        view = LiveView(args.window, charge_point_id=args.cp,
+                        feed=follow.recorded_feed(args.cp))
+        follower = follow.Follower(args.db, args.cp, view, timeline.to_x)
+        return view, follower, f"the current of {args.cp} from the MemoryBank"
+    config = cli.can_config(args)
+    view = LiveView(args.window, charge_point_id=args.cp)
+    return view, Receiver(config, view, timeline, stop), f"0x300 from {canbus.describe(config)}"
+
+
 def live(args: argparse.Namespace, clock: Optional[Clock] = None) -> int:
     """Plot until stopped (SIGINT, SIGTERM, the window closed) or ``--duration`` has passed."""
-    config = cli.can_config(args)
     clock = clock or Clock(args.speed)
     timeline = Timeline(clock)
-    view = LiveView(args.window, charge_point_id=args.cp)
     stop = threading.Event()
-    receiver = Receiver(config, view, timeline, stop)
+    view, receiver, source = open_source(args, timeline, stop)
 
     def frame() -> Chart:
+        receiver.poll()
         now = timeline.now()
         view.set_status(receiver.status)
         history = read_history(args.db, timeline.wall(view.window_start(now)))
@@ -196,7 +219,7 @@ def live(args: argparse.Namespace, clock: Optional[Clock] = None) -> int:
     try:
         fig, headless = open_figure(args)
         output = Path(args.output or DEFAULT_OUTPUT) if headless or args.output else None
-        log.info("plotting 0x300 from %s, window %g s%s", canbus.describe(config), args.window,
+        log.info("plotting %s, window %g s%s", source, args.window,
                  f", writing {output} every {args.refresh:g} s" if output else "")
         while not stop.is_set():
             draw(fig, frame())
@@ -221,7 +244,7 @@ def live(args: argparse.Namespace, clock: Optional[Clock] = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         receiver.join(timeout=10)
-        log.info("received %d 0x300 frames", view.received)
+        log.info("received %d %s", view.received, receiver.what)
     if receiver.failure:
         raise cli.SimError(receiver.failure)
     return 0

@@ -7,6 +7,10 @@ anomalies recorded in the MemoryBank (by csms.py) are listed and marked on the c
 episodes in a lane of their own above the ground truth (the labels of injected faults). The plotter
 records nothing: it opens the MemoryBank read-only, and waits for it if it does not exist yet.
 
+Any charge point of a fleet, live: ``--cp ID`` draws ID's current as csms.py recorded it in the
+MemoryBank (from its MeterValues, polled every ``--refresh``), with ID's anomalies and labels, no
+CAN bus needed; ``--source can`` keeps the bus's 0x300 with ``--cp`` (:mod:`evsim.plot.follow`).
+
 ``--headless --output current.png`` renders with Agg and rewrites the PNG (atomically) every
 ``--refresh`` seconds; ``--from-db`` draws a past session or time range into a PNG instead.
 """
@@ -19,6 +23,7 @@ from typing import Optional
 
 from evsim import cli
 from evsim.plot.draw import DEFAULT_OUTPUT
+from evsim.plot.follow import SOURCES
 from evsim.plot.live import live
 from evsim.plot.past import RANGE, from_db
 
@@ -62,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     past.add_argument("--until", type=cli.since_argument, metavar="WHEN",
                       help="with --from-db: end of the range (default: now)")
     parser.add_argument("--cp", metavar="ID",
-                        help="only this charge point: its MemoryBank anomalies and labels "
-                             "(live), its session or samples too (--from-db)")
+                        help="only this charge point: live, its current as csms.py recorded "
+                             "it in the MemoryBank (any charge point of a fleet, no CAN bus "
+                             "needed) with its anomalies and labels; with --from-db its "
+                             "session or samples")
+    parser.add_argument("--source", choices=SOURCES,
+                        help="where the live current comes from: can (the bus's 0x300 "
+                             "frames, the one charge point on the bus) or db (the MemoryBank, "
+                             "with --cp). Default: db with --cp, can without")
     return parser
 
 
@@ -82,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if args.from_db is None:
         if args.since or args.until:
             raise cli.UsageError("--since and --until go with --from-db")
+        if args.source == "db" and not args.cp:
+            raise cli.UsageError("--source db follows one charge point: give --cp ID")
         return live(args)
+    if args.source:
+        raise cli.UsageError("--source is for the live view: --from-db reads the MemoryBank")
     if args.from_db is RANGE and args.since is None:
         raise cli.UsageError("--from-db needs a session's transaction id or --since")
     return from_db(args, output)

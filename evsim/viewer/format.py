@@ -82,6 +82,44 @@ def sessions_table(sessions: list[dict]) -> str:
                       "Reason"), rows, (10, 6, 14, 14, 9, 17, 7, WIDTH), right=(1, 4, 6))
 
 
+#: How the title of ``--fleet`` says its order, per ``--sort``.
+FLEET_ORDER = {"anomalies": "most anomalies first", "seen": "longest silent first",
+               "energy": "most energy first", "sessions": "most sessions first", "id": "by id"}
+
+
+def fleet_status(row: dict) -> str:
+    """The last status, with its error code when there is one to tell."""
+    error = row["error_code"]
+    return (row["status"] or "-") + (f" {error}" if error and error != "NoError" else "")
+
+
+def anomalies_cell(row: dict) -> str:
+    """The count, then each type's, most first."""
+    kinds = sorted(row["anomaly_types"].items(), key=lambda item: (-item[1], item[0]))
+    return f"{row['anomalies']:,}" + (": " if kinds else "") + ", ".join(
+        f"{kind} {count:,}" for kind, count in kinds)
+
+
+def sessions_cell(row: dict) -> str:
+    still_open = row["open_sessions"]
+    return f"{row['sessions']:,}" + (f" ({still_open:,} open)" if still_open else "")
+
+
+def fleet_table(rows: list[dict]) -> str:
+    table = [(one_line(r["charge_point_id"]), fleet_status(r), "yes" if r["connected"] else "no",
+              sessions_cell(r), f"{r['energy_wh'] / 1000:,.2f}",
+              local_time(r["last_seen"]) or "-", anomalies_cell(r)) for r in rows]
+    return fit_table(("CP", "Status", "Online", "Sessions", "kWh", "Last seen", "Anomalies"),
+                     table, (11, 22, 6, 11, 9, 14, WIDTH), right=(4,))
+
+
+def fleet_title(data: dict) -> str:
+    shown, total = len(data["rows"]), data["charge_points"]
+    since = f", since {local_time(data['since'])}" if data.get("since") else ""
+    return (f"Fleet: {shown:,} of {total:,} charge point{'' if total == 1 else 's'}, "
+            f"{FLEET_ORDER[data['sort']]}{since}")
+
+
 def patterns_table(patterns: list[dict]) -> str:
     rows = [(p["name"], str(p["occurrences"]), number(p["confidence"]),
              local_time(p["first_seen"]), local_time(p["last_seen"]), one_line(p["parameters"]))
@@ -174,6 +212,8 @@ def render(section: str, data: Any, limit: Optional[int] = None) -> str:
         return render_score(data)
     if section == "export_dataset":
         return render_dataset(data)
+    if section == "fleet":
+        return titled(fleet_title(data), fleet_table(data["rows"]), not data["rows"])
     if section == "export":
         rows = ", ".join(f"{count:,} {table}" for table, count in data["rows"].items())
         return f"Exported {rows} to {data['path']}\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Read the MemoryBank from a terminal: a summary, recent events, anomalies, sessions, learned
-patterns and metric statistics as tables (or JSON), the detectors' score against the ground
-truth, an export, a dataset, and an interactive menu.
+"""Read the MemoryBank from a terminal: a summary, recent events, anomalies, sessions, the fleet
+(one row per charge point), learned patterns and metric statistics as tables (or JSON), the
+detectors' score against the ground truth, an export, a dataset, and an interactive menu.
 
 The database is opened read-only, so looking never creates a file; only the menu's "clean old
 data" writes, after a confirmation.
@@ -21,14 +21,14 @@ from evsim.bank import SEVERITIES, MemoryBank, MemoryBankError, default_db_path
 from evsim.bank.export import check_dataset_directory
 from evsim.viewer.format import render
 from evsim.viewer.menu import DEFAULT_ROWS, menu
-from evsim.viewer.sections import Viewer
+from evsim.viewer.sections import FLEET_SORTS, Viewer
 
 PROG = "memory_viewer"
 CREATE_HINT = "run ./run_all.sh (or csms.py) to create it"
-SECTIONS = ("summary", "events", "anomalies", "sessions", "security", "patterns", "stats",
-            "score", "export", "export_dataset")
+SECTIONS = ("summary", "events", "anomalies", "sessions", "security", "fleet", "patterns",
+            "stats", "score", "export", "export_dataset")
 COUNTED = ("events", "anomalies", "sessions", "security")
-TAKES_VALUE = (*COUNTED, "export", "export_dataset")
+TAKES_VALUE = (*COUNTED, "fleet", "export", "export_dataset")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser(PROG, __doc__.split("\n\n")[0], speed=False)
@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="N", help=f"the last N {name} (default N: {DEFAULT_ROWS})"
                           if name != "security" else f"the last N refusals and other security "
                           f"events (default N: {DEFAULT_ROWS})")
+    show.add_argument("--fleet", type=cli.non_negative_int, nargs="?", const=DEFAULT_ROWS,
+                      metavar="N", help=f"one row per charge point, the first N by --sort "
+                      f"(default N: {DEFAULT_ROWS}): its last status and whether it is "
+                      f"connected (as csms.py recorded them), sessions (open ones), energy of "
+                      f"its ended sessions, anomalies by type, last seen; --since counts only "
+                      f"what came since and lists only those seen since, --cp keeps one")
+    show.add_argument("--sort", choices=tuple(FLEET_SORTS), default="anomalies",
+                      help="order of --fleet: anomalies, energy, sessions (most first), seen "
+                           "(the longest silent first), id (default: anomalies)")
     show.add_argument("--patterns", action="store_true", help="learned patterns")
     show.add_argument("--stats", action="store_true", help="statistics of every metric")
     show.add_argument("--export", type=Path, metavar="FILE",

@@ -13,7 +13,7 @@ from evsim.viewer.sections import Viewer
 
 DEFAULT_ROWS = 20
 MENU = ("Summary", "Recent events", "Anomalies", "Sessions", "Learned patterns", "Statistics",
-        "Search events", "Export", "Clean old data")
+        "Search events", "Export", "Clean old data", "Fleet (one row per charge point)")
 
 
 def ask(prompt: str) -> str:
@@ -44,18 +44,19 @@ def menu(viewer: Viewer) -> int:
         "7": lambda: search(viewer),
         "8": lambda: export(viewer),
         "9": lambda: clean_old_data(viewer.bank.path),
+        "10": lambda: with_limit("fleet", "How many charge points?", viewer.fleet),
     }
     try:
         while True:
             print("\nMemoryBank: " + str(viewer.bank.path))
             for index, title in enumerate(MENU, start=1):
-                print(f"  {index}. {title}")
-            print("  0. Exit")
-            choice = ask("Choose 0-9: ")
+                print(f"  {index:>2}. {title}")
+            print(f"  {0:>2}. Exit")
+            choice = ask(f"Choose 0-{len(MENU)}: ")
             if choice in ("0", "q", "quit", "exit"):
                 return 0
             if choice not in actions:
-                print(f"Invalid choice {choice!r}: enter a number from 0 to 9.")
+                print(f"Invalid choice {choice!r}: enter a number from 0 to {len(MENU)}.")
                 continue
             try:
                 print(actions[choice]().rstrip("\n"))
