@@ -4,7 +4,7 @@
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
 SELF="$ROOT/run_all.sh"
-PROCESSES="bus charger csms cp plot"
+PROCESSES="bus charger csms cp fleet plot"
 TMUX_SESSION=ev-sim
 
 usage() {
@@ -29,11 +29,15 @@ Options:
   --duration S        stop everything after S seconds (wall clock) and print a summary
   --speed F           time scale for every process (default: \$EV_SIM_SPEED or 1)
   --scenario NAME     a name from csms.py --list-scenarios (default: fluctuation)
+  --scenario-mix MIX  a scenario per charge point instead, e.g. fluctuation=0.1,normal=0.9,
+                      drawn from its id and --seed (see csms.py --help)
   --cycles N          scenario cycles, 0 = forever (default: 0)
+  --fleet N           N more charge points (CP_0001 ...) in one cp.py --count N, each with its
+                      own charger in process, beside CP_1 and its CAN charger
   --inject KIND[:key=value,...]
                       inject a fault, repeatable; each goes to the process that owns it
                       (charger_module.py or cp.py): see their --help for the kinds
-  --seed N            seed of the injected faults (default: 0)
+  --seed N            seed of the injected faults and of --scenario-mix (default: 0)
   --db PATH           the MemoryBank file (default: \$EV_SIM_DB or ev_charging_memory.db)
   --port N            the central system's port (default: 9000)
   --bus-port N        the CAN bus server's port (default: 54701)
@@ -66,7 +70,7 @@ if [ "${1:-}" = "--tab" ]; then
 fi
 
 # --- arguments ------------------------------------------------------------------------------
-mode=auto duration="" speed="" scenario="" cycles="" db="" port=9000 bus_port=54701
+mode=auto duration="" speed="" scenario="" scenario_mix="" cycles="" fleet="" db="" port=9000 bus_port=54701
 api_port=9001 cp_api_port=9002
 can_interface="" can_channel="" workdir="$ROOT" action=start secure=""
 scenario_checked=""
@@ -111,6 +115,8 @@ while [ $# -gt 0 ]; do
     --duration) need_value "$@"; is_number "$2" || die_usage "--duration takes a positive number of seconds, got '$2'"; duration=$2; shift ;;
     --speed) need_value "$@"; is_number "$2" || die_usage "--speed takes a positive number, got '$2'"; speed=$2; shift ;;
     --scenario) need_value "$@"; scenario=$2; check_scenario "$ROOT/.venv/bin/python"; shift ;;
+    --scenario-mix) need_value "$@"; scenario_mix=$2; shift ;;
+    --fleet) need_value "$@"; is_integer "$2" && [ "$2" -ge 1 ] || die_usage "--fleet takes a whole number of charge points, at least 1, got '$2'"; fleet=$2; shift ;;
     --inject) need_value "$@"; injections+=("$2"); shift ;;
     --seed) need_value "$@"; is_integer "$2" || die_usage "--seed takes a whole number, got '$2'"; seed=$2; shift ;;
     --cycles) need_value "$@"; is_integer "$2" || die_usage "--cycles takes a whole number, got '$2'"; cycles=$2; shift ;;
@@ -128,6 +134,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+[ -n "$scenario" ] && [ -n "$scenario_mix" ] && die_usage "--scenario and --scenario-mix: choose one"
+[ -n "$fleet" ] && [ -n "$secure" ] && die_usage "--fleet with --secure: the throwaway registry has CP_1 only"
 if [ ${#injections[@]} -gt 0 ] && [ "$action" = start ]; then  # before anything starts
   route_injections "$ROOT/.venv/bin/python" || route_injections python3 || true
 fi
@@ -170,7 +178,7 @@ stop_process() {  # stop_process NAME: SIGTERM, up to 10 s to finish, then SIGKI
 
 stop_site() {  # the charge point first, so that it can still end its transaction
   local name
-  for name in plot cp csms charger bus; do stop_process "$name"; done
+  for name in plot fleet cp csms charger bus; do stop_process "$name"; done
   if [ -f "$RUN/tmux" ] && command -v tmux >/dev/null 2>&1; then
     tmux kill-session -t "$TMUX_SESSION" 2>/dev/null
   fi
@@ -317,6 +325,7 @@ fi
 [ -n "$seed" ] && charger_inject+=(--seed "$seed") && cp_inject+=(--seed "$seed")
 scenario_args=()
 [ -n "$scenario" ] && scenario_args+=(--scenario "$scenario")
+[ -n "$scenario_mix" ] && scenario_args+=(--scenario-mix "$scenario_mix" ${seed:+--seed "$seed"})
 [ -n "$cycles" ] && scenario_args+=(--cycles "$cycles")
 plot_args=(--output "$PLOTS/current.png")
 [ "$mode" = headless ] && plot_args+=(--headless)
@@ -350,14 +359,19 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
 fi
 start_csms() { launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"; }
 start_cp() { launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" --api-port "$cp_api_port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}" "${cp_inject[@]+"${cp_inject[@]}"}"; }
+start_fleet() { launch fleet "$PY" "$ROOT/cp.py" --count "$fleet" --url "$scheme://127.0.0.1:$port" --state "$workdir/fleet_state.db" "${common[@]}" "${cp_inject[@]+"${cp_inject[@]}"}"; }
 start_plot() { launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"; }
 start_csms
 wait_started csms "$port"
 start_cp
 wait_started cp
+if [ -n "$fleet" ]; then
+  start_fleet
+  wait_started fleet
+fi
 start_plot
 wait_started plot
-echo "The site is up: central system $scheme://127.0.0.1:$port/CP_1${secure:+ (security profile $secure)}. Stop it with ./run_all.sh --stop."
+echo "The site is up: central system $scheme://127.0.0.1:$port/CP_1${secure:+ (security profile $secure)}${fleet:+ and a fleet of $fleet}. Stop it with ./run_all.sh --stop."
 
 
 summary() {

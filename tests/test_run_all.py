@@ -69,11 +69,15 @@ def test_fluctuation_site_records_the_anomaly(tmp_path):
     assert processes_of(tmp_path) == []
 
 
-def test_normal_site_has_sessions_and_no_anomaly(tmp_path):
-    result = run_headless(tmp_path, "--duration", "8", "--speed", "10", "--scenario", "normal")
+def test_normal_site_with_a_fleet_has_sessions_and_no_anomaly(tmp_path):
+    result = run_headless(tmp_path, "--duration", "8", "--speed", "10", "--scenario", "normal",
+                          "--fleet", "5")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "and a fleet of 5" in result.stdout
     db = tmp_path / "ev_charging_memory.db"
-    assert rows(db, "SELECT COUNT(*) FROM sessions")[0][0] >= 1
+    assert rows(db, "SELECT DISTINCT charge_point_id FROM sessions ORDER BY 1") == [
+        ("CP_0001",), ("CP_0002",), ("CP_0003",), ("CP_0004",), ("CP_0005",), ("CP_1",)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE end_time IS NULL") == [(0,)]
     assert rows(db, "SELECT COUNT(*) FROM metrics WHERE name = 'current' AND value > 30")[0][0] >= 3
     assert rows(db, "SELECT COUNT(*) FROM anomalies")[0][0] == 0
     assert processes_of(tmp_path) == []
@@ -167,7 +171,9 @@ def test_stop_leaves_alone_a_process_that_only_reuses_a_recorded_pid(tmp_path):
 @pytest.mark.parametrize("args", [["--speed", "fast"], ["--speed", "0"], ["--port", "0"],
                                   ["--bus-port", "70000"], ["--duration", "-1"],
                                   ["--workdir", "--headless"], ["--bogus"], ["--seed", "x"],
-                                  ["--inject"]])
+                                  ["--inject"], ["--fleet", "0"], ["--fleet", "many"],
+                                  ["--scenario", "normal", "--scenario-mix", "normal=1"],
+                                  ["--fleet", "3", "--secure"]])
 def test_bad_arguments_exit_2(args):
     result = subprocess.run([RUN_ALL, *args], capture_output=True, text=True)
     assert result.returncode == 2 and args[0] in result.stderr

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional, Union
 
+import orjson
+
 from evsim.constants import SEVERITIES
 from evsim.timefmt import format_timestamp
 
@@ -25,6 +27,12 @@ Since = Union[datetime, str, float, int, timedelta, None]
 Clock = Callable[[], datetime]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: orjson hands these to its ``default`` (none: TypeError), so that they reach _ENCODER.
+_PASSTHROUGH = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                | orjson.OPT_PASSTHROUGH_SUBCLASS)
+#: In orjson's text, what _ENCODER may write otherwise: null (a NaN or infinity, which it
+#: refuses), and floats below 1e-4 (it writes 2.5e-05 where orjson writes 0.000025 or 2.5e-5).
+_MAYBE_DIFFERENT = (b"null", b"e-", b"0.0000")
 
 
 def to_json(value: Any, what: str) -> Optional[str]:
@@ -38,9 +46,20 @@ def to_json(value: Any, what: str) -> Optional[str]:
             raise ValueError(f"{what} is a string but not JSON text ({exc}): "
                              f"{value[:60]!r}") from None
     try:
-        return _ENCODER.encode(value)
+        return _encode(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def _encode(value: Any) -> str:
+    """_ENCODER's text, by orjson (several times faster) wherever it writes the same."""
+    try:
+        text = orjson.dumps(value, option=_PASSTHROUGH)
+    except TypeError:
+        return _ENCODER.encode(value)
+    if any(part in text for part in _MAYBE_DIFFERENT):
+        return _ENCODER.encode(value)
+    return text.decode()
 
 
 def number(value: Any, what: str) -> Optional[float]:
@@ -131,10 +150,14 @@ def days_ago(days: Any, clock: Clock) -> str:
 # -- rows, as the write methods take them ------------------------------------------------------
 
 def event_row(clock: Clock, event_type: str, source: str, description: str, data: Any = None,
-              charge_point_id: Optional[str] = None, timestamp: Timestamp = None) -> tuple:
-    """The values of an events row, in the order of its columns."""
+              charge_point_id: Optional[str] = None, timestamp: Timestamp = None,
+              data_json: Optional[str] = None) -> tuple:
+    """The values of an events row, in the order of its columns. ``data_json`` is ``data``
+    that :func:`to_json` encoded already (a writer queues text: the garbage collector does not
+    follow it, as it would a dict tree kept waiting)."""
     return (stored_time(timestamp, clock), text(event_type, "event_type"), text(source, "source"),
-            text(description, "description", required=False) or "", to_json(data, "data"),
+            text(description, "description", required=False) or "",
+            to_json(data, "data") if data_json is None else data_json,
             text(charge_point_id, "charge_point_id", required=False))
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Optional
 
+from evsim.bank import values
 from evsim.bank.bank import MemoryBank
 from evsim.bank.connection import MemoryBankError
 from evsim.timefmt import utc_now
@@ -55,7 +56,7 @@ class BankWriter:
         self.retry_s = retry_s
         self.summary_s = summary_s
         self.lost = 0
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[Item] = deque()
         self._outage: Optional[_Outage] = None
         self._opened = threading.Event()
@@ -69,8 +70,17 @@ class BankWriter:
 
     def event(self, event_type: str, description: str, data: Any = None,
               charge_point_id: Optional[str] = None, timestamp: Any = None) -> None:
+        """Queue an event; ``data`` is encoded at once (what cannot be is left to the writer
+        thread, which drops the row with a log line as ever)."""
+        encoded = None
+        if data is not None:
+            try:
+                encoded, data = values.to_json(data, "data"), None
+            except ValueError:
+                pass
         self._queue.put(("event", {"event_type": event_type, "source": self.source,
                                    "description": description, "data": data,
+                                   "data_json": encoded,
                                    "charge_point_id": charge_point_id,
                                    "timestamp": timestamp or self.now()}))
 
@@ -92,10 +102,23 @@ class BankWriter:
 
     def close(self, timeout: float = 10.0) -> int:
         """Write everything queued (one last try if the file is failing), close the connection,
-        and return how many rows were lost to a storage failure."""
+        and return how many rows were lost to a storage failure. Waits as long as rows are
+        being written; ``timeout`` seconds without progress count the rest as lost."""
         self._queue.put(("stop", _STOP))
-        self._thread.join(timeout)
+        backlog, deadline = self._backlog(), time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(min(0.5, timeout))
+            if self._backlog() < backlog:  # still writing: a busy writer is not a stuck one
+                backlog, deadline = self._backlog(), time.monotonic() + timeout
+        if self._thread.is_alive():
+            unwritten = self._backlog()
+            self.lost += unwritten
+            log.error("MemoryBank: %d rows still not written after %.0f s without progress: "
+                      "lost", unwritten, timeout)
         return self.lost
+
+    def _backlog(self) -> int:
+        return self._queue.qsize() + len(self._waiting)
 
     # -- the writer thread ------------------------------------------------------------------------
 

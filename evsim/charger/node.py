@@ -107,10 +107,11 @@ class ChargerNode:
         await link.send(frames.measured_current(amps))
         return amps
 
-    async def publish(self, link: Link) -> None:
-        """Tick every period, forever, on deadlines counted from the start: a tick that comes
-        late (a loaded machine) is not made up for, and the next one keeps its deadline."""
-        deadline = self.clock.sim() + self.period_s
+    async def publish(self, link: Link, phase_s: float = 0.0) -> None:
+        """Tick every period, forever, on deadlines counted from the start (``phase_s`` later):
+        a tick that comes late (a loaded machine) is not made up for, and the next one keeps
+        its deadline."""
+        deadline = self.clock.sim() + self.period_s + phase_s
         while True:
             await self.clock.sleep(deadline - self.clock.sim())
             await self.tick(link)

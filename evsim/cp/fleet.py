@@ -75,8 +75,10 @@ def station_tasks(station: Station,
     ]
     if station.status_faults is not None and station.status_faults.windows:
         tasks.append((metering.run_status_faults(station), "injected status"))
-    if charger is not None:
-        tasks.append((charger.publish(InProcessBus(station.on_can_frame)), "charger"))
+    if charger is not None:  # half a period off the meter's second: which frame a sample
+        # reads must not depend on which of two timers due at once fires first
+        tasks.append((charger.publish(InProcessBus(station.on_can_frame), charger.period_s / 2),
+                      "charger"))
     return [(coroutine, f"{station.id} {name}") for coroutine, name in tasks]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -23,6 +24,7 @@ from evsim.clock import Clock
 from evsim.constants import DEFAULT_CSMS_PORT
 from evsim.csms import access, control, recovery
 from evsim.csms.gate import Gate
+from evsim.csms.mix import parse_mix
 from evsim.csms.scenario import ID_TAG, SCENARIOS
 from evsim.csms.security import ChargePointRegistry, Throttle
 from evsim.csms.server import MAX_FRAME_BYTES, CentralSystem, serve
@@ -30,6 +32,8 @@ from evsim.csms.server import MAX_FRAME_BYTES, CentralSystem, serve
 log = logging.getLogger("csms")
 
 CLOSE_TIMEOUT_S = 2.0
+#: gc.set_threshold: CPython's are (700, 10, 10).
+GC_THRESHOLDS = (5_000, 10, 10)
 
 
 def first_transaction_id(path: Optional[str]) -> int:
@@ -45,12 +49,14 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
     """Serve until ``supervisor.stop`` is set, then close every open episode; ``ready(port)`` is
     called once listening. ``registry``, ``tls`` and ``gate``: see :mod:`evsim.csms.access`."""
     clock = clock or Clock(args.speed)
+    mix = getattr(args, "scenario_mix", None)
     system = CentralSystem(writer, supervisor, clock, scenario=args.scenario, cycles=args.cycles,
+                           mix=mix,
                            heartbeat_interval=args.heartbeat_interval,
                            first_transaction_id=first_transaction_id(args.db),
                            id_tags=control.load_id_tags(
                                args.db, getattr(args, "id_tags", None),
-                               None if args.scenario == "none" else ID_TAG),
+                               None if args.scenario == "none" and mix is None else ID_TAG),
                            ca=control.certificate_authority(args))
     system.security = registry
     recovery.end_left_open(args.db, system.registry)
@@ -67,10 +73,12 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
         log.info("control API on http://%s:%d%s", args.host, control.bound_port(api),
                  control.api.PREFIX)
     scheme = "wss" if tls else "ws"
+    scenario = f"mix {mix} (seed {mix.seed})" if mix else args.scenario
     log.info("central system on %s://%s:%d/<charge_point_id>, scenario %s, cycles %s, speed %g",
-             scheme, args.host, port, args.scenario, args.cycles or "forever", clock.speed)
+             scheme, args.host, port, scenario, args.cycles or "forever", clock.speed)
     cli.announce(writer, f"csms listening on {scheme}://{args.host}:{port}",
-                 {"host": args.host, "port": port, "scenario": args.scenario,
+                 {"host": args.host, "port": port, "scenario": args.scenario if not mix else None,
+                  "scenario_mix": str(mix) if mix else None, "seed": mix.seed if mix else None,
                   "cycles": args.cycles, "speed": clock.speed, "tls": tls is not None,
                   "registry": registry is not None, "api_port": control.bound_port(api)})
     if ready:
@@ -91,7 +99,17 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
         writer.event("PROCESS_STOP", "csms stopped")
 
 
+def tune_gc() -> None:
+    """Collect young objects less often (most of a frame's die before), and leave what exists
+    once started (modules, classes: all that lives as long as the process) out of the full
+    collections, whose pauses grow with every object they walk."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def amain(args: Any, supervisor: cli.Supervisor) -> None:
+    tune_gc()
     clock = Clock(args.speed)
     registry, tls = access.configure(args)
     try:
@@ -123,8 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=cli.port_number, default=DEFAULT_CSMS_PORT,
                         help=f"port to bind, 0 for any free one (default: {DEFAULT_CSMS_PORT})")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="fluctuation",
+    driven = parser.add_mutually_exclusive_group()
+    driven.add_argument("--scenario", choices=SCENARIOS, default="fluctuation",
                         help="what to drive on every charge point (default: fluctuation)")
+    driven.add_argument("--scenario-mix", metavar="NAME=WEIGHT,...",
+                        help="a scenario per charge point, drawn from its id and --seed with "
+                             "these weights, e.g. fluctuation=0.1,normal=0.9")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, metavar="N",
+                        help="seed of --scenario-mix (default: 0)")
     parser.add_argument("--list-scenarios", action=ListScenarios,
                         help="print the scenario names, one a line, and exit")
     parser.add_argument("--cycles", type=cli.non_negative_int, default=0, metavar="N",
@@ -138,7 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return cli.run(lambda args: cli.run_async(amain, args), build_parser(), argv)
+    return cli.run(lambda args: cli.run_async(amain, with_mix(args), fast_loop=True),
+                   build_parser(), argv)
+
+
+def with_mix(args: argparse.Namespace) -> argparse.Namespace:
+    """``--scenario-mix`` parsed with ``--seed`` (a one-line usage error if it is bad)."""
+    if args.scenario_mix is not None:
+        try:
+            args.scenario_mix = parse_mix(args.scenario_mix, args.seed)
+        except ValueError as exc:
+            raise cli.UsageError(f"--scenario-mix: {exc}") from None
+    return args
 
 
 if __name__ == "__main__":

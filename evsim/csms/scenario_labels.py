@@ -33,6 +33,7 @@ class Stretch:
     """One stretch of a scenario driving a charge point, open until its label is handed over."""
 
     charge_point_id: str
+    scenario: str
     start_s: float
     start: datetime
 
@@ -41,9 +42,9 @@ class ScenarioLabels:
     """The open stretch of each charge point the scenario drives, and their labels once closed."""
 
     def __init__(self, scenario: str, clock: Clock, on_label: OnLabel, cycles: int = 0,
-                 source: str = SOURCE) -> None:
+                 source: str = SOURCE, seed: Optional[int] = None) -> None:
         self.scenario = scenario
-        self.anomaly_type = anomaly_type_of(scenario)
+        self.seed = seed
         self.clock = clock
         self.on_label = on_label
         self.cycles = cycles
@@ -55,13 +56,15 @@ class ScenarioLabels:
         """The charge points whose stretch is open."""
         return list(self._open)
 
-    def start(self, charge_point_id: str) -> Optional[Stretch]:
-        """The scenario starts driving ``charge_point_id``: its stretch opens (one already open
-        goes on). None when the scenario is no anomaly."""
-        if self.anomaly_type is None:
+    def start(self, charge_point_id: str, scenario: Optional[str] = None) -> Optional[Stretch]:
+        """The scenario (``scenario``, for a charge point a mix gave its own) starts driving
+        ``charge_point_id``: its stretch opens (one already open goes on). None when the
+        scenario is no anomaly."""
+        scenario = scenario or self.scenario
+        if anomaly_type_of(scenario) is None:
             return None
         if charge_point_id not in self._open:
-            self._open[charge_point_id] = Stretch(charge_point_id, self.clock.sim(),
+            self._open[charge_point_id] = Stretch(charge_point_id, scenario, self.clock.sim(),
                                                   self.clock.now())
         return self._open[charge_point_id]
 
@@ -81,8 +84,8 @@ class ScenarioLabels:
             self.end(charge_point_id)
 
     def _label(self, stretch: Stretch) -> Label:
-        parameters = {"scenario": self.scenario, "cycles": self.cycles,
+        parameters = {"scenario": stretch.scenario, "cycles": self.cycles,
                       "speed": self.clock.speed}
-        return Label(stretch.charge_point_id, self.anomaly_type, stretch.start_s,
-                     self.clock.sim(), stretch.start, self.clock.now(), parameters, None,
+        return Label(stretch.charge_point_id, anomaly_type_of(stretch.scenario), stretch.start_s,
+                     self.clock.sim(), stretch.start, self.clock.now(), parameters, self.seed,
                      self.source)

@@ -30,6 +30,7 @@ from evsim.csms.gate import charge_point_id_of
 from evsim.csms.handlers import Handlers
 from evsim.csms.idtags import IdTagList, OpenTransactions
 from evsim.csms.journal import Journal
+from evsim.csms.mix import ScenarioMix
 from evsim.csms.recording import Writer, record_meter_values, record_transaction_data
 from evsim.csms.registry import MAX_STATIONS, STOP_RECORD, STOP_REPEATED, Registry, Station
 from evsim.csms.scenario import ScenarioRunner
@@ -63,11 +64,13 @@ class CentralSystem:
                  scenario: str = "fluctuation", cycles: int = 0, heartbeat_interval: int = 60,
                  first_transaction_id: int = 1, detectors: Callable[[], Detectors] = Detectors,
                  max_stations: int = MAX_STATIONS, id_tags: Optional[IdTagList] = None,
-                 ca: Any = None, call_timeout: float = RESPONSE_TIMEOUT_S) -> None:
+                 ca: Any = None, call_timeout: float = RESPONSE_TIMEOUT_S,
+                 mix: Optional[ScenarioMix] = None) -> None:
         self.writer = writer
         self.supervisor = supervisor
         self.clock = clock
         self.scenario = scenario
+        self.mix = mix
         self.cycles = cycles
         self.heartbeat_interval = heartbeat_interval
         self.detectors = detectors
@@ -78,13 +81,23 @@ class CentralSystem:
         self.handlers = Handlers(self, ca)
         self.journal = Journal(self.event, clock)
         self.scenario_labels = ScenarioLabels(scenario, clock, bank_recorder(writer, log),
-                                              cycles)
+                                              cycles, seed=mix.seed if mix else None)
+
+    def scenario_of(self, charge_point_id: str) -> str:
+        """The scenario driven on ``charge_point_id``: the one of ``--scenario``, or the mix's."""
+        return self.mix.scenario_of(charge_point_id) if self.mix else self.scenario
 
     def _new_station(self, charge_point_id: str) -> Station:
         analyser = ChargePointAnalysis(charge_point_id, self.writer, self.clock, self.detectors())
+        scenario = self.scenario_of(charge_point_id)
+        if self.mix is not None:
+            self.event("SCENARIO_ASSIGNED", f"{charge_point_id}: {scenario} (mix {self.mix}, "
+                                            f"seed {self.mix.seed})",
+                       {"scenario": scenario, "mix": str(self.mix), "seed": self.mix.seed},
+                       charge_point_id)
         runner = None
-        if self.scenario != "none":
-            runner = ScenarioRunner(self.scenario, self.cycles, self.clock,
+        if scenario != "none":
+            runner = ScenarioRunner(scenario, self.cycles, self.clock,
                                     partial(self._report_step, charge_point_id))
         return Station(charge_point_id, analyser, runner)
 
@@ -149,7 +162,8 @@ class CentralSystem:
         """Run the scenario on ``link``; when the scenario is an anomaly, its label covers the
         run (scenario_labels)."""
         runner = station.runner
-        stretch = None if runner.complete else self.scenario_labels.start(station.id)
+        stretch = None if runner.complete else self.scenario_labels.start(station.id,
+                                                                          runner.scenario)
         try:
             await runner.run(link, lambda: station.transaction_id)
         finally:
@@ -194,7 +208,8 @@ class CentralSystem:
         received = record["direction"] == "received"
         action = record["action"] or "?"
         description = f"{'cp->csms' if received else 'csms->cp'} {record['message_type']} {action}"
-        log.info("%s: %s %s", endpoint.id, description, ocpp16.compact(record["payload"]))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s: %s %s", endpoint.id, description, ocpp16.compact(record["payload"]))
         self.event("OCPP_MESSAGE", description, record, endpoint.id)
         self.journal.frame(endpoint, record)
         if (received and record["message_type"] == "CALL"
