@@ -1,5 +1,6 @@
-"""The central system's security options (``--charge-points``, ``--tls-*``, ``--hash-key``):
-from flags to a registry and a TLS context, and the record of every refusal."""
+"""The central system's security options (``--charge-points``, ``--tls-*``, ``--hash-key``,
+the limits on connections): from flags to a registry and a TLS context, and the record of
+every refusal."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from evsim import cli
+from evsim.csms.limits import MAX_CONNECTIONS, RETRY_AFTER_S
 from evsim.csms.security import ChargePointRegistry, RegistryError, check_key, hash_key
-from evsim.csms.server import MAX_FRAME_BYTES
+from evsim.csms.server import MAX_FRAME_BYTES, OPEN_TIMEOUT_S
 from evsim.security.tls import TlsError, server_context
 
 log = logging.getLogger("csms")
@@ -57,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refusal-delay", type=cli.non_negative_float, default=0.5, metavar="S",
                        help="wall seconds before the first refusal to an address is answered; "
                             "doubles with each further one, up to 8 s (default: 0.5)")
+    group.add_argument("--max-connections", type=cli.non_negative_int, default=MAX_CONNECTIONS,
+                       metavar="N", help="beyond N connections a new one gets HTTP 503 with "
+                                         f"Retry-After: {RETRY_AFTER_S}, unless it replaces "
+                                         "one of the same charge point; 0 = no limit "
+                                         f"(default: {MAX_CONNECTIONS})")
+    group.add_argument("--open-timeout", type=cli.positive_float, default=OPEN_TIMEOUT_S,
+                       metavar="S", help="wall seconds a client has to finish its TCP, TLS and "
+                                         "WebSocket handshakes before it is dropped "
+                                         f"(default: {OPEN_TIMEOUT_S:g})")
 
 
 def configure(args: argparse.Namespace) -> tuple[ChargePointRegistry | None,
@@ -97,4 +108,16 @@ def refused(writer: Any, charge_point_id: str, peer: str, reason: str) -> None:
     log.warning("refused %s from %s: %s", shown, peer, reason)
     writer.event("SECURITY", f"refused {shown} from {peer}: {reason}",
                  {"charge_point_id": charge_point_id[:64], "peer": peer, "reason": reason},
+                 charge_point_id[:64] or None)
+
+
+def busy(writer: Any, charge_point_id: str, peer: str, limit: int) -> None:
+    """The first refusal of a burst at the connection limit: one line and a SECURITY event
+    (the rest of the burst is only counted, :mod:`evsim.csms.limits`)."""
+    shown = ascii(charge_point_id[:64])
+    log.warning("connection limit (%d) reached: refusing new connections with 503, the first "
+                "%s from %s", limit, shown, peer)
+    writer.event("SECURITY", f"connection limit ({limit}) reached: refused {shown} from {peer}",
+                 {"charge_point_id": charge_point_id[:64], "peer": peer,
+                  "reason": "connection limit", "max_connections": limit},
                  charge_point_id[:64] or None)

@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
+from evsim.csms.limits import ConnectionLimit
 from evsim.csms.security import ChargePointRegistry, Throttle
 from evsim.security.tls import peer_common_name
 
@@ -58,14 +59,17 @@ def _basic_key(headers: Headers) -> str | None:
 class Gate:
     """Lets a charge point in (None) or answers 400 (an id it will not take), 404 or 401 with
     nothing else, after a delay that grows with the refusals its address has had. Without a
-    registry only the id is checked."""
+    registry only the id is checked. Beyond ``limit`` it answers 503 at once, before any key
+    is hashed (:mod:`evsim.csms.limits`)."""
 
     def __init__(self, registry: ChargePointRegistry | None, on_refused: OnRefused,
                  throttle: Throttle | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 limit: ConnectionLimit | None = None) -> None:
         self.registry = registry
         self.on_refused = on_refused
         self.throttle = throttle or Throttle()
+        self.limit = limit
         self.sleep = sleep
         self._hashing = asyncio.Semaphore(2)
 
@@ -74,15 +78,14 @@ class Gate:
         peer = peer_of(connection)
         host = peer.rsplit(":", 1)[0]
         refusal = bad_id(charge_point_id)
-        if refusal is None and self.registry is None:
-            return None
-        if refusal is None:
+        if refusal is None and self._full_for(charge_point_id):
+            return self.limit.refuse(connection, charge_point_id, peer)
+        if refusal is None and self.registry is not None:
             await self._hash_off_the_loop(charge_point_id, request.headers, host)
             refusal = self.check(charge_point_id, request.headers,
                                  peer_common_name(connection.transport))
         if refusal is None:
-            self.throttle.succeeded(host)
-            return None
+            return self._admit(connection, charge_point_id, peer, host)
         status, reason = refusal
         delay = self.throttle.failed(host)
         self.on_refused(charge_point_id, peer, reason)
@@ -91,6 +94,19 @@ class Gate:
         if status == http.HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
         return response
+
+    def _full_for(self, charge_point_id: str) -> bool:
+        return self.limit is not None and self.limit.full_for(charge_point_id)
+
+    def _admit(self, connection: ServerConnection, charge_point_id: str, peer: str,
+               host: str) -> Response | None:
+        """Let the connection in, unless the limit was reached while its key was checked."""
+        if self._full_for(charge_point_id):
+            return self.limit.refuse(connection, charge_point_id, peer)
+        self.throttle.succeeded(host)
+        if self.limit is not None:
+            self.limit.admit(charge_point_id, connection)
+        return None
 
     async def _hash_off_the_loop(self, charge_point_id: str, headers: Headers, host: str) -> None:
         """A key's PBKDF2 costs some 20 ms of CPU: run it in a thread, two at a time, after the

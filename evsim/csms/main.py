@@ -24,10 +24,11 @@ from evsim.clock import Clock
 from evsim.constants import DEFAULT_CSMS_PORT
 from evsim.csms import access, control, recovery
 from evsim.csms.gate import Gate
+from evsim.csms.limits import ConnectionLimit, raise_open_files_limit
 from evsim.csms.mix import parse_mix
 from evsim.csms.scenario import ID_TAG, SCENARIOS
 from evsim.csms.security import ChargePointRegistry, Throttle
-from evsim.csms.server import MAX_FRAME_BYTES, CentralSystem, serve
+from evsim.csms.server import MAX_FRAME_BYTES, OPEN_TIMEOUT_S, CentralSystem, serve
 
 log = logging.getLogger("csms")
 
@@ -61,7 +62,8 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
     system.security = registry
     recovery.end_left_open(args.db, system.registry)
     server = await serve(system.handle, args.host, args.port, ssl=tls, process_request=gate,
-                         max_frame_bytes=getattr(args, "max_frame_bytes", MAX_FRAME_BYTES))
+                         max_frame_bytes=getattr(args, "max_frame_bytes", MAX_FRAME_BYTES),
+                         open_timeout=getattr(args, "open_timeout", OPEN_TIMEOUT_S))
     port = server.sockets[0].getsockname()[1]
     try:
         api = await control.start_api(system, args.host, getattr(args, "api_port", "off"),
@@ -112,11 +114,13 @@ async def amain(args: Any, supervisor: cli.Supervisor) -> None:
     tune_gc()
     clock = Clock(args.speed)
     registry, tls = access.configure(args)
+    raise_open_files_limit(args.max_connections)
     try:
         writer = BankWriter(args.db, "csms", clock.now)
     except (MemoryBankError, OSError) as exc:
         raise cli.SimError(f"MemoryBank: {exc}") from None
-    gate = Gate(registry, partial(access.refused, writer), Throttle(base=args.refusal_delay))
+    gate = Gate(registry, partial(access.refused, writer), Throttle(base=args.refusal_delay),
+                limit=ConnectionLimit(args.max_connections, partial(access.busy, writer)))
     try:
         await serve_forever(args, writer, supervisor, clock=clock, registry=registry, tls=tls,
                             gate=gate)

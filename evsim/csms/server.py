@@ -352,20 +352,26 @@ def select_ocpp16(connection: ServerConnection, offered: Sequence[str]) -> Optio
 #: Frames above this many bytes end the connection with close code 1009 and are never read
 #: whole, let alone stored (an OCPP 1.6 message is a few kB).
 MAX_FRAME_BYTES = 65536
+OPEN_TIMEOUT_S = 10.0
+#: Connections the kernel queues before csms.py accepts them (capped by net.core.somaxconn):
+#: asyncio's 100 overflows in a reconnect storm, and each dropped SYN costs its client 1 s.
+BACKLOG = 1024
 
 
 async def serve(handler: Callable[[ServerConnection], Awaitable[None]], host: str,
                 port: int, ssl: SSLContext | None = None,
                 process_request: Callable | None = None,
-                max_frame_bytes: int = MAX_FRAME_BYTES) -> Server:
+                max_frame_bytes: int = MAX_FRAME_BYTES,
+                open_timeout: float = OPEN_TIMEOUT_S) -> Server:
     """Listen for charge points (with ``ssl``, on wss://; ``process_request`` checks each
     upgrade); a port in use or an address that cannot be bound is one line (cli.SimError).
-    A client that does not finish its handshake in 10 s is dropped."""
+    A client that does not finish its handshake in ``open_timeout`` s is dropped."""
     try:
         return await websockets_serve(handler, host, port, subprotocols=[ocpp16.SUBPROTOCOL],
                                       select_subprotocol=select_ocpp16, compression=None,
                                       ssl=ssl, process_request=process_request,
-                                      max_size=max_frame_bytes, open_timeout=10)
+                                      max_size=max_frame_bytes, open_timeout=open_timeout,
+                                      backlog=BACKLOG)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise cli.SimError(f"port {port} on {host} is in use") from None
