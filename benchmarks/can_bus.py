@@ -15,6 +15,7 @@ import sys
 import time
 
 import can
+from measure import free_port
 
 from evsim.canbus import bus as canbus
 
@@ -23,10 +24,6 @@ from evsim.canbus import bus as canbus
 CLASSIC_CAN_CEILING = 1_000_000 / 125
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_server(port: int, timeout: float = 30.0) -> None:

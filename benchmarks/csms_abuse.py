@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import websockets
+from measure import cpu_seconds, free_port, peak_rss_mb, percentile
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,35 +40,12 @@ RESPONSE_TIMEOUT_S = 5.0
 BOOT = '[2,"boot","BootNotification",{"chargePointVendor":"bench","chargePointModel":"bench"}]'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
-    """utime + stime of a running process (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> Optional[float]:
-    """VmHWM of a running process in MB (Linux /proc; None elsewhere)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def start_csms(port: int, db: Path, extra: list[str]) -> subprocess.Popen:

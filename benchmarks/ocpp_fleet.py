@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from measure import cpu_seconds, free_port, peak_rss_mb, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 P99_LIMIT_MS = 100.0
 RESPONSE_TIMEOUT_S = 5.0
@@ -244,30 +246,10 @@ def client_main(port: int, first: int, count: int, total: int, prefix: str,
 
 # -- the measurement -----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
-    """utime + stime of a running process (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> Optional[float]:
-    """VmHWM of a running process in MB (Linux /proc; None elsewhere)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def start_csms(port: int, db: Path, extra: list[str],
@@ -314,11 +296,6 @@ def stored(db: Path, prefix: str) -> tuple[int, int]:
     return metrics, events
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("inf")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def level(n: int, seconds: float, clients: int, extra: list[str],
