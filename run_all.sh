@@ -327,7 +327,7 @@ scenario_args=()
 [ -n "$scenario" ] && scenario_args+=(--scenario "$scenario")
 [ -n "$scenario_mix" ] && scenario_args+=(--scenario-mix "$scenario_mix" ${seed:+--seed "$seed"})
 [ -n "$cycles" ] && scenario_args+=(--cycles "$cycles")
-plot_args=(--output "$PLOTS/current.png")
+plot_args=(--output "$PLOTS/current.png" --cp CP_1 --source can)  # the charge point on the bus
 [ "$mode" = headless ] && plot_args+=(--headless)
 
 trap 'echo; echo "Stopping the site ..."; stop_site; exit 0' INT TERM

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -25,16 +24,14 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from measure import free_port
+
 from evsim.timefmt import format_timestamp
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def booted(db: Path) -> int:
@@ -66,8 +63,9 @@ def lateness_ms(db: Path, since: str) -> list[float]:
 
 
 def stop(proc: subprocess.Popen) -> tuple[float, float]:
-    """SIGINT and wait; (CPU seconds, peak RSS MB) of the process's whole life."""
-    proc.send_signal(signal.SIGINT)
+    """SIGTERM (started in the background of a shell, a process ignores SIGINT) and wait;
+    (CPU seconds, peak RSS MB) of the process's whole life."""
+    proc.send_signal(signal.SIGTERM)
     _, _, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux

@@ -321,7 +321,7 @@ def level(n: int, seconds: float, clients: int, extra: list[str],
                 proc.wait(30)
         finally:
             stopping = time.monotonic()
-            server.send_signal(signal.SIGINT)
+            server.send_signal(signal.SIGTERM)
             server.wait(120)
             drained = time.monotonic() - stopping
         metrics, events = stored(db, prefix)

@@ -11,7 +11,12 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+
+#: Periodic work as an async generator: it yields its first deadline (simulated seconds, as
+#: :meth:`Clock.sim` counts them), and each step after does the work due and yields the next.
+Schedule = AsyncIterator[float]
 
 
 class Clock:
@@ -92,3 +97,19 @@ async def settle(rounds: int = 50) -> None:
     """Let every task that is ready run until it waits again."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+async def run_schedules(schedules: Sequence[Schedule], clock: Clock) -> None:
+    """Drive ``schedules`` in one task, forever: sleep until the earliest deadline, then step
+    each one due, those due at once in the order given. One task and one wake-up for work that
+    falls due together, where a task each would wake each one."""
+    pending = [(await anext(schedule), index, schedule)
+               for index, schedule in enumerate(schedules)]
+    heapq.heapify(pending)
+    while pending:
+        due = pending[0][0]
+        await clock.sleep(due - clock.sim())
+        now = max(clock.sim(), due)
+        while pending and pending[0][0] <= now:
+            _, index, schedule = pending[0]
+            heapq.heapreplace(pending, (await anext(schedule), index, schedule))

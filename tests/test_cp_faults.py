@@ -140,7 +140,7 @@ def test_cp_py_without_inject_has_no_faults():
     args = build_parser().parse_args([])
     assert (args.inject, args.seed) == ([], 0)
     station = Station("CP_F", StateStore(":memory:"), FakeClock())
-    inject(args, station, writer=None)
+    inject(args, [station], writer=None)
     assert station.meter_faults is None and station.status_faults is None
 
 
@@ -280,7 +280,7 @@ def test_labels_go_to_the_bank_writer(caplog):
     args = build_parser().parse_args(["--inject", "clock-skew:after=0,for=5", "--seed", "4",
                                       "--id", "CP_W"])
     with caplog.at_level(logging.WARNING):
-        inject(args, station, writer)
+        inject(args, [station], writer)
     assert "injecting clock-skew:after=0" in caplog.text
     station.transaction = object()  # a transaction runs: the fault shows
     station.meter.update(0.0, AMPS)

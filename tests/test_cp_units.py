@@ -276,6 +276,41 @@ async def test_a_stop_that_could_not_be_sent_goes_out_with_the_next_cycle(store,
     assert can_events(station).count("cp->charger 0x201 ChargerStop") == 1
 
 
+class SlowLink(FakeLink):
+    """A link whose send yields first, as CanLink's does (it sends from a thread)."""
+
+    async def send(self, msg) -> bool:
+        await asyncio.sleep(0)
+        return await super().send(msg)
+
+
+async def test_a_stop_that_overtakes_a_repeat_in_flight_is_what_is_recorded(store, clock):
+    link = SlowLink()
+    station = station_on(store, clock, link)
+    station.remote_start("TAG", 1, None)
+    await clock.advance(0)
+    repeat = asyncio.create_task(station.charger.repeat())  # made while charging
+    await asyncio.sleep(0)
+    await station.stop_transaction("Remote")
+    await repeat
+    assert link.frames[-1] == (frames.STOP, None)
+    assert can_events(station)[-1] == "cp->charger 0x201 ChargerStop"
+    assert can_events(station).count("cp->charger 0x200 ChargerStart") == 1
+
+
+async def test_a_stop_while_the_start_is_going_out_is_not_undone_by_it(store, clock):
+    link = SlowLink()
+    station = station_on(store, clock, link)
+    station.remote_start("TAG", 1, None)
+    await asyncio.sleep(0)  # the start is on its way: its limit frame yields
+    assert station.transaction is not None and not station.charger.charging
+    await station.stop_transaction("Local")
+    await clock.advance(0)
+    assert station.transaction is None and not station.charger.charging
+    assert not station.connector.charging
+    assert (frames.START, None) not in link.frames[link.frames.index((frames.STOP, None)):]
+
+
 async def test_sample_interval_0_stops_sampled_meter_values(store, clock):
     station, central = station_on(store, clock), FakeCentral()
     async with Running(station, central):

@@ -177,6 +177,9 @@ async def test_the_limit_counts_until_the_close_and_records_one_line_a_burst():
     limit.admit("A", first)
     limit.admit("B", second)
     assert limit.full_for("C") and not limit.full_for("A")  # A may replace itself
+    replacing = FakeConnection()
+    limit.admit("A", replacing)
+    assert limit.full_for("A")  # once at a time: the old one is still closing
     for moment in (0.0, 5.0, 14.0):
         now[0] = moment
         assert limit.refuse(FakeConnection(), "C", "127.0.0.1:1").status_code == 503
@@ -185,6 +188,8 @@ async def test_the_limit_counts_until_the_close_and_records_one_line_a_burst():
     limit.refuse(FakeConnection(), "D", "127.0.0.1:2")
     assert len(bursts) == 2
     first.closed.set_result(None)
+    await wait_for_async(lambda: not limit.full_for("A"), message="the old A closed")
+    replacing.closed.set_result(None)
     await wait_for_async(lambda: not limit.full_for("C"), message="the slot given back")
     assert limit.total == 1
 

@@ -45,6 +45,7 @@ def test_a_bad_mix_is_one_line_naming_what_is_valid(text, error):
 @pytest.mark.parametrize("args, error", [
     (["--scenario-mix", "normal=x"], "--scenario-mix: normal=x: the weight must be a number"),
     (["--scenario", "normal", "--scenario-mix", "normal=1"], "not allowed with argument"),
+    (["--seed", "3"], "--seed is the seed of --scenario-mix, which is not given"),
 ])
 def test_csms_py_refuses_a_bad_mix_with_exit_2(args, error, tmp_path):
     done = subprocess.run(script("csms.py", "--port", "0", "--db", str(tmp_path / "m.db"), *args),

@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
-from ocpp.charge_point import camel_to_snake_case
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
 from ocpp.messages import Call, CallResult
+from ocpp.v16 import call
+from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
 from evsim.bank.values import _ENCODER, to_json
 from evsim.ocpp16 import fast
@@ -61,3 +69,28 @@ def test_a_secret_is_redacted_however_it_is_spelled(raw):
                                    [2**70], {1: "a"}])
 def test_json_columns_hold_the_standard_encoders_text(value):
     assert to_json(value, "data") == _ENCODER.encode(value)
+
+
+@pytest.mark.parametrize("request_", [
+    call.MeterValues(connector_id=1, transaction_id=None, meter_value=[
+        {"timestamp": "2026-01-01T00:00:00.000Z",
+         "sampledValue": [{"value": "1.0", "measurand": "Current.Import", "unit": "A"}]}]),
+    call.StopTransaction(meter_stop=5, timestamp="t", transaction_id=7, reason=None,
+                         transaction_data=[{"timestamp": "t", "sampled_value": [None, {}]}]),
+    call.BootNotification(charge_point_model="M", charge_point_vendor="V",
+                          firmware_version="1.0", meter_serial_number=None),
+    call.StatusNotification(connector_id=1, error_code=ChargePointErrorCode.no_error,
+                            status=ChargePointStatus.available),
+    call.SignCertificate(csr="x"),
+    call.Heartbeat(),
+])
+def test_a_call_payload_is_the_librarys(request_):
+    made = fast.request_payload(request_)
+    assert made == remove_nones(snake_to_camel_case(serialize_as_dict(request_)))
+    assert json.dumps(made) == json.dumps(
+        remove_nones(snake_to_camel_case(serialize_as_dict(request_))))
+
+
+def test_message_ids_are_version_4_uuids_and_differ():
+    ids = {fast.message_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(uuid.UUID(str(i)).version == 4 for i in ids)

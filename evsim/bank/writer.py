@@ -111,7 +111,8 @@ class BankWriter:
             if self._backlog() < backlog:  # still writing: a busy writer is not a stuck one
                 backlog, deadline = self._backlog(), time.monotonic() + timeout
         if self._thread.is_alive():
-            unwritten = self._backlog()
+            queued = self._queue.qsize()  # the stop is the last of them until it is taken
+            unwritten = _rows(self._waiting) + max(0, queued - 1)
             self.lost += unwritten
             log.error("MemoryBank: %d rows still not written after %.0f s without progress: "
                       "lost", unwritten, timeout)
@@ -162,33 +163,45 @@ class BankWriter:
         return running
 
     def _write_waiting(self, bank: MemoryBank) -> None:
-        """Write the waiting rows in order, a batch of events or metrics in one transaction;
-        a storage failure keeps the rest waiting."""
+        """Write the waiting rows, the events and the metrics up to the next call (at most
+        BATCH rows) in a transaction each, each kind in its order: a process that queues an
+        event, four metrics, an event... writes two transactions, not one per change of kind.
+        A call sees every row queued before it; a storage failure keeps the rest waiting."""
         try:
             while self._waiting:
-                kind = self._waiting[0][0]
-                if kind == "call":
+                if self._waiting[0][0] == "call":
                     _call(self._waiting[0][1], bank)
                     self._waiting.popleft()
                     continue
-                batch = []
-                while self._waiting and self._waiting[0][0] == kind and len(batch) < BATCH:
-                    batch.append(self._waiting[0][1])
-                    self._waiting.popleft()
-                try:
-                    _write_rows(bank.log_events if kind == "event" else bank.record_metrics,
-                                batch, kind)
-                except MemoryBankError as exc:
-                    if not _is_storage(exc):
-                        log.error("MemoryBank: %d %ss dropped: %s", len(batch), kind, exc)
-                        continue
-                    self._waiting.extendleft((kind, row) for row in reversed(batch))
-                    raise
+                taken: list[Item] = []
+                while self._waiting and self._waiting[0][0] != "call" and len(taken) < BATCH:
+                    taken.append(self._waiting.popleft())
+                for kind in ("event", "metric"):
+                    self._write_kind(bank, kind, taken)
         except MemoryBankError as exc:
             self._failed(bank, exc)
             return
         if self._outage is not None:
             self._recovered(bank)
+
+    def _write_kind(self, bank: MemoryBank, kind: str, taken: list[Item]) -> None:
+        """Write the rows of ``kind`` among ``taken`` in one transaction; on a storage failure
+        put what is not yet written (this kind and the ones after it) back in front, in order,
+        and raise."""
+        batch = [row for row_kind, row in taken if row_kind == kind]
+        if not batch:
+            return
+        try:
+            _write_rows(bank.log_events if kind == "event" else bank.record_metrics, batch, kind)
+        except MemoryBankError as exc:
+            if not _is_storage(exc):
+                log.error("MemoryBank: %d %ss dropped: %s", len(batch), kind, exc)
+                return
+            unwritten = {id(row) for row in batch}  # _write_rows drops those it wrote
+            kept = [item for item in taken if item[0] != "event" or kind == "event"]
+            self._waiting.extendleft(reversed([item for item in kept if item[0] != kind
+                                               or id(item[1]) in unwritten]))
+            raise
 
     def _failed(self, bank: MemoryBank, exc: MemoryBankError) -> None:
         now = time.monotonic()

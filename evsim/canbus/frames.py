@@ -13,6 +13,7 @@ The DBC also holds the bus's safety rule: the commands are repeated every ``COMM
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ WATCHDOG_TIMEOUT_S = next(node.dbc.attributes["WatchdogTimeout"].value for node 
 
 AMPS_PER_BIT = 0.1
 MAX_AMPS = 0xFFFF * AMPS_PER_BIT
+#: Distinct frames whose bytes or decoding are remembered (0.1 A steps of the usual currents).
+_REMEMBERED = 8192
 
 
 class FrameError(ValueError):
@@ -51,14 +54,21 @@ class Frame:
 
 
 def _encode(frame_id: int, amps: Optional[float] = None) -> can.Message:
+    if amps is not None and 0 <= amps <= MAX_AMPS:
+        amps = round(amps, 1)
+    return can.Message(arbitration_id=frame_id, data=_data(frame_id, amps), is_extended_id=False)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _data(frame_id: int, amps: Optional[float]) -> bytes:
+    """The frame's data bytes, by cantools once for each value (a fleet sends the same few)."""
     message = DATABASE.get_message_by_frame_id(frame_id)
     values = {}
     if message.signals:
         if amps is None or not 0 <= amps <= MAX_AMPS:
             raise FrameError(f"{message.name}: current must be 0 to {MAX_AMPS:.1f} A, got {amps}")
-        values[message.signals[0].name] = round(amps, 1)
-    data = message.encode(values, strict=True)
-    return can.Message(arbitration_id=frame_id, data=data, is_extended_id=False)
+        values[message.signals[0].name] = amps
+    return bytes(message.encode(values, strict=True))
 
 
 def start() -> can.Message:
@@ -84,17 +94,23 @@ def decode(msg: can.Message) -> Optional[Frame]:
     """
     if msg.is_extended_id or msg.is_error_frame or msg.is_remote_frame:
         return None
+    return _decode(msg.arbitration_id, bytes(msg.data))
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _decode(frame_id: int, data: bytes) -> Optional[Frame]:
+    """:func:`decode` of an ID and its data, by cantools once for each (a Frame is frozen)."""
     try:
-        message = DATABASE.get_message_by_frame_id(msg.arbitration_id)
+        message = DATABASE.get_message_by_frame_id(frame_id)
     except KeyError:
         return None
-    if len(msg.data) != message.length:
-        raise FrameError(f"{message.name} (0x{msg.arbitration_id:03X}) needs {message.length} "
-                         f"data bytes, got {len(msg.data)}")
+    if len(data) != message.length:
+        raise FrameError(f"{message.name} (0x{frame_id:03X}) needs {message.length} "
+                         f"data bytes, got {len(data)}")
     amps = None
     if message.signals:
-        amps = round(message.decode(bytes(msg.data))[message.signals[0].name], 1)
-    return Frame(msg.arbitration_id, message.name, amps)
+        amps = round(message.decode(data)[message.signals[0].name], 1)
+    return Frame(frame_id, message.name, amps)
 
 
 def decode_or_log(msg: can.Message, log: logging.Logger) -> Optional[Frame]:

@@ -22,7 +22,7 @@ import can
 
 from evsim.canbus import frames
 from evsim.charger.model import Charger
-from evsim.clock import Clock
+from evsim.clock import Clock, Schedule, run_schedules
 from evsim.constants import SILENCE_FLOOR_WALL_S
 
 log = logging.getLogger("charger")
@@ -108,11 +108,16 @@ class ChargerNode:
         return amps
 
     async def publish(self, link: Link, phase_s: float = 0.0) -> None:
-        """Tick every period, forever, on deadlines counted from the start (``phase_s`` later):
-        a tick that comes late (a loaded machine) is not made up for, and the next one keeps
-        its deadline."""
-        deadline = self.clock.sim() + self.period_s + phase_s
+        """:meth:`publish_schedule` in a task of its own."""
+        await run_schedules([self.publish_schedule(link, phase_s)], self.clock)
+
+    async def publish_schedule(self, link: Link, phase_s: float = 0.0,
+                               start: float | None = None) -> Schedule:
+        """Tick every period, forever, on deadlines counted from ``start`` (default: now) and
+        ``phase_s`` later: a tick that comes late (a loaded machine) is not made up for, and
+        the next one keeps its deadline."""
+        deadline = (self.clock.sim() if start is None else start) + self.period_s + phase_s
         while True:
-            await self.clock.sleep(deadline - self.clock.sim())
+            yield deadline
             await self.tick(link)
             deadline = max(deadline + self.period_s, self.clock.sim())

@@ -13,25 +13,36 @@ from ocpp.v16.enums import Action, DataTransferStatus
 
 from evsim.constants import RESPONSE_TIMEOUT_S
 from evsim.ocpp16 import endpoint as ocpp16
+from evsim.ocpp16 import fast
 
 if TYPE_CHECKING:
     from evsim.cp.station import Station
 
 log = logging.getLogger("cp")
 
+
 class CpEndpoint(ocpp16.Endpoint):
     side = "cp"
+    fast_calls = True
 
     def __init__(self, charge_point_id: str, connection: Any, station: Station) -> None:
         super().__init__(charge_point_id, connection, response_timeout=RESPONSE_TIMEOUT_S)
         self.station = station
+        self._unique_id_generator = fast.message_id
 
     def on_frame(self, record: dict[str, Any]) -> None:
         """Log and record a frame (secret configuration values come here already redacted)."""
         arrow = "csms->cp" if record["direction"] == "received" else "cp->csms"
         description = f"{arrow} {record['message_type']} {record['action'] or '?'}"
-        log.info("%s %s", description, ocpp16.compact(record["payload"]))
+        if log.isEnabledFor(logging.INFO):  # a fleet is quiet: no payload made into text
+            log.info("%s %s", description, ocpp16.compact(record["payload"]))
         self.station.event("OCPP_MESSAGE", description, record)
+
+    async def _send(self, message: str) -> None:
+        """Nothing leaves before what it carries is stored: a grouped store's changes so far
+        are committed first (with the rest of the turn's, not one commit a frame)."""
+        await self.station.store.committed()
+        await super()._send(message)
 
     # -- Core -----------------------------------------------------------------------------------
 

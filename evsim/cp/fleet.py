@@ -19,13 +19,15 @@ import can
 from evsim.canbus import frames
 from evsim.charger.model import Charger
 from evsim.charger.node import ChargerNode
-from evsim.clock import Clock
+from evsim.clock import Clock, Schedule, run_schedules
 from evsim.cp import metering
 from evsim.cp.station import Station
 
 log = logging.getLogger("fleet")
 
 SUMMARY_S = 60.0
+ID_PREFIX = "CP_"
+STAGGER_S = 0.05
 
 
 def quiet(level: str) -> None:
@@ -66,7 +68,12 @@ def attach_charger(station: Station, clock: Clock, period_s: float,
 
 def station_tasks(station: Station,
                   charger: ChargerNode | None = None) -> list[tuple[Coroutine, str]]:
-    """What keeps one charge point going (and its in-process ``charger``), but its connection."""
+    """What keeps one charge point going (and its in-process ``charger``), but its connection:
+    with a charger in process, one task on one schedule (see :func:`station_schedules`); on a
+    real bus, a task each, so that a slow bus delays no sample."""
+    if charger is not None:
+        return [(run_schedules(station_schedules(station, charger), station.clock),
+                 f"{station.id} schedule")]
     tasks: list[tuple[Coroutine, str]] = [
         (metering.run_meter(station), "meter"),
         (metering.run_watchdog(station), "watchdog"),
@@ -75,11 +82,26 @@ def station_tasks(station: Station,
     ]
     if station.status_faults is not None and station.status_faults.windows:
         tasks.append((metering.run_status_faults(station), "injected status"))
-    if charger is not None:  # half a period off the meter's second: which frame a sample
-        # reads must not depend on which of two timers due at once fires first
-        tasks.append((charger.publish(InProcessBus(station.on_can_frame), charger.period_s / 2),
-                      "charger"))
     return [(coroutine, f"{station.id} {name}") for coroutine, name in tasks]
+
+
+def station_schedules(station: Station, charger: ChargerNode) -> list[Schedule]:
+    """The meter, the watchdog, the CAN keep-alive, the clock-aligned meter (and the injected
+    status faults) of ``station`` and the 0x300 ticks of its ``charger``, all counted from the
+    same moment, so that work due together wakes the task once."""
+    start = station.clock.sim()
+    station.charger.last_frame_at = start  # started with its charge point: not silent before
+    schedules = [metering.meter_schedule(station, start),
+                 metering.watchdog_schedule(station, start),
+                 station.charger.keep_alive_schedule(start),
+                 metering.aligned_schedule(station, start)]
+    if station.status_faults is not None and station.status_faults.windows:
+        schedules.append(metering.status_faults_schedule(station, start=start))
+    # half a period off the meter's second: which frame a sample reads must not depend on
+    # which of two pieces of work due at once runs first
+    schedules.append(charger.publish_schedule(InProcessBus(station.on_can_frame),
+                                              charger.period_s / 2, start))
+    return schedules
 
 
 async def boot_in_turn(stations: Sequence[Station], start: Callable[[Station], None],

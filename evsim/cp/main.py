@@ -52,7 +52,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     config = cli.can_config(args) if on_can is not None else None
     state_path = args.state or store.default_path(args.db)
     try:
-        state = store.StateStore(state_path)
+        state = store.StateStore(state_path, grouped=True)
     except store.StateError as exc:
         raise cli.SimError(exc) from None
     clock = Clock(args.speed)
@@ -71,10 +71,10 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
         writer.close()
         state.close()
         raise cli.UsageError(exc) from None
+    inject(args, stations, writer)
     chargers: dict[str, ChargerNode] = {}
     link = None
     for station in stations:
-        inject(args, station, writer)
         if station.id == on_can:
             link = CanLink(config, station.on_can_frame, station.on_bus_up, name="cp-can")
             station.charger.link = link
@@ -93,6 +93,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     for station in stations:
         station.recover()
         station.security_event("StartupOfTheDevice", f"cp.py {station.id} started")
+    if len(stations) > 1:
+        cli.tune_gc()  # the fleet built: thousands of objects that live as long as the process
     runner = await start_api(stations[0], args.api_port) if args.api_port is not None else None
 
     def start(station: Station) -> None:
@@ -103,7 +105,9 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
 
     if link is not None:
         supervisor.start(link.run(), "CAN link")
-    supervisor.start(fleet.boot_in_turn(stations, start, clock, args.stagger), "boot")
+    supervisor.start(fleet.boot_in_turn(stations, start, clock,
+                                          fleet.STAGGER_S if args.stagger is None
+                                          else args.stagger), "boot")
     if len(stations) > 1:
         supervisor.start(fleet.report(stations, clock), "fleet summary")
     try:
@@ -127,8 +131,13 @@ def charge_point_ids(args: argparse.Namespace) -> list[str]:
     """``--id``, or the ``--count`` ids of a fleet; a ``--can-id`` that is not one of them, or
     ``--api-port`` with a fleet, is a usage error."""
     if args.count == 1:
+        ignored = [name for name, value in (("--id-prefix", args.id_prefix),
+                                            ("--stagger", args.stagger),
+                                            ("--can-id", args.can_id)) if value is not None]
+        if ignored:
+            raise cli.UsageError(f"{', '.join(ignored)}: only with --count above 1")
         return [args.id]
-    ids = fleet.fleet_ids(args.id_prefix, args.count)
+    ids = fleet.fleet_ids(args.id_prefix or fleet.ID_PREFIX, args.count)
     if args.can_id is not None and args.can_id not in ids:
         raise cli.UsageError(f"--can-id {args.can_id} is not in the fleet "
                              f"({ids[0]}..{ids[-1]})")
@@ -137,13 +146,17 @@ def charge_point_ids(args: argparse.Namespace) -> list[str]:
     return ids
 
 
-def inject(args: argparse.Namespace, station: Station, writer: BankWriter) -> None:
-    """The faults of ``--inject``, their labels written through ``writer``; none: unchanged."""
+def inject(args: argparse.Namespace, stations: Sequence[Station], writer: BankWriter) -> None:
+    """The faults of ``--inject`` into every station, their labels written through ``writer``;
+    none: unchanged."""
     if not args.inject:
         return
+    who = (f"charge point {stations[0].id}" if len(stations) == 1
+           else f"each of {len(stations)} charge points")
     for spec in args.inject:
-        log.warning("injecting %s (seed %d, charge point %s)", spec, args.seed, args.id)
-    station.inject(args.inject, bank_recorder(writer, log), args.seed)
+        log.warning("injecting %s (seed %d, %s)", spec, args.seed, who)
+    for station in stations:
+        station.inject(args.inject, bank_recorder(writer, log), args.seed)
 
 
 def inject_argument(text: str) -> kinds.FaultSpec:
@@ -194,10 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_options.add_argument("--count", type=cli.positive_int, default=1, metavar="N",
                                help="run N charge points, each with its own connection and "
                                     "its own charger in process (default: 1, the one --id)")
-    fleet_options.add_argument("--id-prefix", default="CP_", metavar="PREFIX",
+    fleet_options.add_argument("--id-prefix", metavar="PREFIX",
                                help="with --count: ids PREFIX0001, PREFIX0002, ... "
                                     "(default: CP_)")
-    fleet_options.add_argument("--stagger", type=cli.non_negative_float, default=0.05,
+    fleet_options.add_argument("--stagger", type=cli.non_negative_float,
                                metavar="S", help="with --count: simulated seconds between two "
                                                  "boots; 0 connects all at once (default: 0.05)")
     fleet_options.add_argument("--can-id", metavar="ID",
@@ -239,4 +252,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(lambda args: cli.run_async(amain, args), build_parser(), argv)
+    return cli.run(lambda args: cli.run_async(amain, args, fast_loop=args.count > 1),
+                   build_parser(), argv)

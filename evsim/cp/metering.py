@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
+from evsim.clock import Schedule, run_schedules
 from evsim.constants import CONNECTOR_ID
 from evsim.cp.outbox import Message
 from evsim.timefmt import ocpp_time
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 
 #: The most meter values a StopTransaction's transactionData carries (the latest are kept).
 MAX_TRANSACTION_DATA = 100
+#: The measurands that need the limit in force (a composite schedule: worked out only for them).
+OFFERED = frozenset({"Current.Offered", "Power.Offered"})
 
 
 class Reading(NamedTuple):
@@ -53,9 +57,11 @@ def station_readings(station: Station, key: str, amps: float | None = None,
                      energy_wh: float | None = None) -> list[Reading]:
     """The readings of the measurands that ``key`` names: the meter's, or ``amps`` and
     ``energy_wh`` as an injected fault has them sent."""
+    measurands = station.config.measurands(key)
+    offered = station.limit_in_force() if OFFERED.intersection(measurands) else None
     return readings(station.meter.amps or 0.0 if amps is None else amps, station.voltage,
                     station.meter.energy_wh if energy_wh is None else energy_wh,
-                    station.limit_in_force(), station.config.measurands(key))
+                    offered, measurands)
 
 
 def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
@@ -92,21 +98,34 @@ def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
     else:
         stored_id = station.store.queue(station.id, "MeterValues", payload, tx.ref, **register)
         station.outbox.put(Message("MeterValues", payload, tx.ref, stored_id))
-    if station.writer is not None:  # after the store: what is recorded was queued for sure
-        for reading in values:
-            station.writer.metric(reading.name, round(reading.value, 1), reading.unit,
-                                  station.id, tx.transaction_id if tx else None, moment)
+    if station.writer is not None:  # after the commit: what is recorded was queued for sure
+        station.store.after_commit(partial(record, station, values,
+                                           tx.transaction_id if tx else None, moment))
+
+
+def record(station: Station, values: list[Reading], transaction_id: int | None,
+           moment: datetime) -> None:
+    """The MemoryBank's metrics of one sample."""
+    for reading in values:
+        station.writer.metric(reading.name, round(reading.value, 1), reading.unit, station.id,
+                              transaction_id, moment)
 
 
 async def run_meter(station: Station) -> None:
-    """MeterValues every MeterValueSampleInterval, on a schedule that late samples do not
-    shift; while it is 0 (no sampled data), look again every second whether it changed."""
+    """:func:`meter_schedule` in a task of its own."""
+    await run_schedules([meter_schedule(station)], station.clock)
+
+
+async def meter_schedule(station: Station, start: float | None = None) -> Schedule:
+    """MeterValues every MeterValueSampleInterval from ``start`` (default: now), on a schedule
+    that late samples do not shift; while it is 0 (no sampled data), look again every second
+    whether it changed."""
     clock, config = station.clock, station.config
-    due = clock.sim()
+    due = clock.sim() if start is None else start
     while True:
         interval = config["MeterValueSampleInterval"] or 1
         due += interval
-        await clock.sleep(due - clock.sim())
+        yield due
         late = clock.sim() - due
         if late > interval:
             due += late  # after a stall, skip the missed samples rather than bunch them
@@ -115,30 +134,58 @@ async def run_meter(station: Station) -> None:
 
 
 async def run_aligned(station: Station) -> None:
+    """:func:`aligned_schedule` in a task of its own."""
+    await run_schedules([aligned_schedule(station)], station.clock)
+
+
+async def aligned_schedule(station: Station, start: float | None = None) -> Schedule:
     """Clock-aligned MeterValues (context Sample.Clock) every ClockAlignedDataInterval
-    simulated seconds, at multiples of it since midnight UTC; while it is 0, none."""
+    simulated seconds, at multiples of it since midnight UTC; while it is 0, none (looked at
+    again every second from ``start``)."""
     clock = station.clock
+    idle = clock.sim() if start is None else start
     while True:
         interval = station.config["ClockAlignedDataInterval"]
         if not interval:
-            await clock.sleep(1)
+            idle = max(idle + 1, clock.sim())
+            yield idle
             continue
         sim_now = clock.now().timestamp() * clock.speed
-        await clock.sleep(math.floor(sim_now / interval + 1) * interval - sim_now)
+        yield clock.sim() + math.floor(sim_now / interval + 1) * interval - sim_now
+        idle = clock.sim()
         if station.config["ClockAlignedDataInterval"] == interval:
             take_sample(station, "Sample.Clock")
 
 
 async def run_status_faults(station: Station, period_s: float = 0.5) -> None:
+    """:func:`status_faults_schedule` in a task of its own."""
+    await run_schedules([status_faults_schedule(station, period_s)], station.clock)
+
+
+async def status_faults_schedule(station: Station, period_s: float = 0.5,
+                                 start: float | None = None) -> Schedule:
     """With an injected ``status-flap``: the shown status looked at every ``period_s`` simulated
     seconds, a StatusNotification for each change (the watchdog alone may look less often)."""
+    clock = station.clock
+    due = clock.sim() if start is None else start
     while True:
-        await station.clock.sleep(period_s)
+        due += period_s
+        yield due
         station.report_status()
+        due = max(due, clock.sim() - period_s)  # late: no catching up
 
 
 async def run_watchdog(station: Station) -> None:
+    """:func:`watchdog_schedule` in a task of its own."""
+    await run_schedules([watchdog_schedule(station)], station.clock)
+
+
+async def watchdog_schedule(station: Station, start: float | None = None) -> Schedule:
     """Twice a charger period: see :meth:`Station.watch_charger`."""
+    clock = station.clock
+    due = clock.sim() if start is None else start
     while True:
-        await station.clock.sleep(station.charger.period_s / 2)
+        due += station.charger.period_s / 2
+        yield due
         await station.watch_charger()
+        due = max(due, clock.sim() - station.charger.period_s / 2)  # late: no catching up

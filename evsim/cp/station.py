@@ -215,19 +215,24 @@ class Station(TransactionRules):
     def on_bus_up(self) -> None:
         self.spawn(self.charger.resync(self.limit_in_force(), self.transaction is not None))
 
-    def limit_in_force(self) -> float:
-        """The composite schedule's limit, capped by the EV's own (0 for a deauthorized one)."""
+    def limit_in_force(self, scheduled: float | None = None) -> float:
+        """The composite schedule's limit (``scheduled``: worked out already, see
+        :meth:`scheduled_limit`), capped by the EV's own (0 for a deauthorized one)."""
         tx = self.transaction
         if tx is not None and tx.deauthorized:
             return 0.0
-        limit = min(self.profiles.limit(self.clock.now(), tx.started_at if tx else None),
-                    frames.MAX_AMPS)
+        limit = min(self.scheduled_limit() if scheduled is None else scheduled, frames.MAX_AMPS)
         return min(limit, self.ev_max_current) if self.ev_max_current is not None else limit
 
-    def update_suspension(self) -> None:
+    def scheduled_limit(self, now: datetime | None = None) -> float:
+        """What the charging profiles put in force at ``now`` (default: now)."""
+        tx = self.transaction
+        return self.profiles.limit(now or self.clock.now(), tx.started_at if tx else None)
+
+    def update_suspension(self, scheduled: float | None = None) -> None:
         tx = self.transaction
         self.connector.suspended_evse = tx is not None and (
-            tx.deauthorized or self.profiles.limit(self.clock.now(), tx.started_at) <= 0)
+            tx.deauthorized or (self.scheduled_limit() if scheduled is None else scheduled) <= 0)
         self.connector.suspended_ev = tx is not None and (
             not self.connector.plugged or self.ev_max_current == 0)
         self.report_status()
@@ -243,10 +248,12 @@ class Station(TransactionRules):
         if self.charger.went_silent():
             self.connector.silent = True
             self.report_status()
-        self.reservations.expire(self.clock.now())
-        self.update_suspension()
+        now = self.clock.now()
+        self.reservations.expire(now)
+        scheduled = self.scheduled_limit(now)  # once a look: a fleet looks 2,000 times a second
+        self.update_suspension(scheduled)
         if self.charger.up:
-            await self.charger.apply_limit(self.limit_in_force())
+            await self.charger.apply_limit(self.limit_in_force(scheduled))
 
     # -- configuration --------------------------------------------------------------------------
 

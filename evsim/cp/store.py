@@ -6,13 +6,20 @@ owes the central system live in a small SQLite file, so ``kill -9`` of cp.py los
 transaction a power loss left open). Several charge points, in one process or several, share a
 file: every row carries its charge point's id, and each change is one ``BEGIN IMMEDIATE``
 transaction in WAL mode, committed before the change is acted on.
+
+A fleet makes thousands of changes a second, and a commit each would be most of its work: a store
+made with ``grouped=True`` keeps one write transaction open for the rest of the event loop's turn
+(each change a savepoint in it) and commits it at the turn's end, or sooner through
+:meth:`StateStore.commit`, which the charge point calls before any frame leaves: nothing is sent
+before what it carries is stored.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,7 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 DEFAULT_NAME = "cp_state.db"
+UPSERT = ("INSERT INTO settings (charge_point_id, key, value) VALUES (?, ?, ?) "
+          "ON CONFLICT (charge_point_id, key) DO UPDATE SET value = excluded.value")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS settings (
@@ -53,8 +64,18 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+_ENCODER = json.JSONEncoder(default=_plain)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_plain)
+    """JSON text that :func:`json.loads` reads as it reads the standard encoder's: by orjson,
+    unless the value holds what orjson writes otherwise (a NaN it makes null, a key that is not
+    a string, an integer past 64 bits)."""
+    try:
+        text = orjson.dumps(value, default=_plain)
+    except TypeError:
+        return _ENCODER.encode(value)
+    return _ENCODER.encode(value) if b"null" in text else text.decode()
 
 
 class StateError(Exception):
@@ -109,10 +130,18 @@ def private(path: str) -> None:
 
 
 class StateStore:
-    """One connection to the state file; ``":memory:"`` for a store that dies with the process."""
+    """One connection to the state file; ``":memory:"`` for a store that dies with the process.
+    ``grouped``: the changes of one turn of the running event loop share a commit."""
 
-    def __init__(self, path: str | os.PathLike = ":memory:") -> None:
+    def __init__(self, path: str | os.PathLike = ":memory:", grouped: bool = False) -> None:
         self.path = str(path)
+        self.grouped = grouped
+        self._open = False  # a grouped write transaction is open
+        self._after: list[Callable[[], None]] = []
+        self._waiters: list[asyncio.Future] = []
+        #: Settings of the open turn, (charge point, key) -> JSON: written with its commit, the
+        #: latest only (a register stored each second by each charge point is one row a turn).
+        self._pending: dict[tuple[str, str], str] = {}
         try:
             if self.path != ":memory:":
                 private(self.path)
@@ -123,43 +152,156 @@ class StateStore:
             with self.transaction() as conn:
                 for statement in SCHEMA:
                     conn.execute(statement)
+            self.commit()
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"charge point state {self.path}: {exc}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: it commits whole or not at all."""
+        """One change: it is stored whole or not at all (grouped: a savepoint of the turn's
+        transaction, committed with it)."""
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not self._group():
+                with self._alone(conn):
+                    yield conn
+                return
+            conn.execute("SAVEPOINT change")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK TO change")
+                conn.execute("RELEASE change")
                 raise
-            conn.execute("COMMIT")
+            conn.execute("RELEASE change")
         except sqlite3.Error as exc:
             raise StateError(f"charge point state {self.path}: {exc}") from None
 
+    @staticmethod
+    @contextmanager
+    def _alone(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _group(self) -> bool:
+        """Open the turn's transaction if none is; False: commit each change alone (not
+        grouped, or no event loop to end a turn)."""
+        if self._open:
+            return True
+        if not self.grouped:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._open = True
+        loop.call_soon(self.commit)
+        return True
+
+    def commit(self) -> None:
+        """Commit the changes made so far (grouped), then run what waited for them."""
+        if self._open:
+            self._open = False
+            waiters, self._waiters = self._waiters, []
+            try:
+                self._flush()
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._pending.clear()
+                self._after.clear()
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                error = StateError(f"charge point state {self.path}: {exc}")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                raise error from None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        after, self._after = self._after, []
+        for action in after:
+            action()
+
+    async def committed(self) -> None:
+        """Return once the changes made so far are committed: at the end of this turn of the
+        event loop, with every other change of the turn (at once if none is open)."""
+        if not self._open:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the changes made so far are committed (now, if they are)."""
+        if self._open:
+            self._after.append(action)
+        else:
+            action()
+
+    def _execute(self, sql: str, parameters: tuple) -> None:
+        """A change of one statement: atomic alone, so no savepoint of its own when grouped."""
+        if self._grouped_turn():
+            try:
+                self._conn.execute(sql, parameters)
+            except sqlite3.Error as exc:
+                raise StateError(f"charge point state {self.path}: {exc}") from None
+            return
+        with self.transaction() as conn:
+            conn.execute(sql, parameters)
+
     def close(self) -> None:
+        self.commit()
         self._conn.close()
 
     # -- settings (configuration keys, the energy register) -------------------------------------
 
     def settings(self, charge_point_id: str) -> dict[str, Any]:
+        try:
+            self._flush()
+        except sqlite3.Error as exc:
+            raise StateError(f"charge point state {self.path}: {exc}") from None
         rows = self._conn.execute("SELECT key, value FROM settings WHERE charge_point_id = ?",
                                   (charge_point_id,))
         return {key: json.loads(value) for key, value in rows}
 
     def put(self, charge_point_id: str, **values: Any) -> None:
+        if self._grouped_turn():
+            self._put(self._conn, charge_point_id, values)
+            return
         with self.transaction() as conn:
             self._put(conn, charge_point_id, values)
 
-    @staticmethod
-    def _put(conn: sqlite3.Connection, charge_point_id: str, values: dict[str, Any]) -> None:
-        conn.executemany("INSERT INTO settings (charge_point_id, key, value) VALUES (?, ?, ?) "
-                         "ON CONFLICT (charge_point_id, key) DO UPDATE SET value = excluded.value",
-                         [(charge_point_id, key, dumps(value)) for key, value in values.items()])
+    def _put(self, conn: sqlite3.Connection, charge_point_id: str,
+             values: dict[str, Any]) -> None:
+        """Write settings, or in a grouped turn keep them for its commit."""
+        if self._open:
+            for key, value in values.items():
+                self._pending[(charge_point_id, key)] = dumps(value)
+            return
+        conn.executemany(UPSERT, [(charge_point_id, key, dumps(value))
+                                  for key, value in values.items()])
+
+    def _flush(self) -> None:
+        """Write the settings kept for the turn's commit (before it, or before a read)."""
+        if self._pending:
+            rows = [(charge_point_id, key, text)
+                    for (charge_point_id, key), text in self._pending.items()]
+            self._conn.executemany(UPSERT, rows)
+            self._pending.clear()
+
+    def _grouped_turn(self) -> bool:
+        """:meth:`_group`, its failure in one line."""
+        try:
+            return self._group()
+        except sqlite3.Error as exc:
+            raise StateError(f"charge point state {self.path}: {exc}") from None
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -183,9 +325,8 @@ class StateStore:
             return self._queue(conn, charge_point_id, *stop_message, ref)
 
     def set_transaction_id(self, ref: int, transaction_id: int) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE transactions SET transaction_id = ? WHERE ref = ?",
-                         (transaction_id, ref))
+        self._execute("UPDATE transactions SET transaction_id = ? WHERE ref = ?",
+                      (transaction_id, ref))
 
     def transactions(self, charge_point_id: str) -> list[StoredTransaction]:
         """The transactions still open or still named by a queued message, oldest first."""
@@ -207,6 +348,13 @@ class StateStore:
 
     def queue(self, charge_point_id: str, action: str, payload: dict, tx_ref: int | None,
               **settings: Any) -> int:
+        if self._grouped_turn():  # one statement and settings kept: no savepoint needed
+            try:
+                message_id = self._queue(self._conn, charge_point_id, action, payload, tx_ref)
+            except sqlite3.Error as exc:
+                raise StateError(f"charge point state {self.path}: {exc}") from None
+            self._put(self._conn, charge_point_id, settings)
+            return message_id
         with self.transaction() as conn:
             self._put(conn, charge_point_id, settings)
             return self._queue(conn, charge_point_id, action, payload, tx_ref)
@@ -225,10 +373,8 @@ class StateStore:
                 for id, action, payload, tx_ref, attempts in rows]
 
     def attempted(self, message_id: int, attempts: int) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts = ? WHERE id = ?", (attempts, message_id))
+        self._execute("UPDATE outbox SET attempts = ? WHERE id = ?", (attempts, message_id))
 
     def done(self, message_id: int) -> None:
         """A message delivered, or given up on."""
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+        self._execute("DELETE FROM outbox WHERE id = ?", (message_id,))

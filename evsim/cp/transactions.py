@@ -141,14 +141,15 @@ class TransactionRules:
         self.transaction = tx
         if profile is not None:
             self.profiles.install(CONNECTOR_ID, profile, None, transaction_running=True)
-        await self.charger.apply_limit(self.limit_in_force())
-        await self.charger.set_charging(True)
         self.outbox.put(Message("StartTransaction", payload, ref, stored_id))
         self.connector.authorized = False
         self.connector.charging = True
         self.update_suspension()
         self.event("TRANSACTION_STARTED", f"transaction for {id_tag} started",
                    {"id_tag": id_tag, "reservation_id": reservation_id})
+        await self.charger.apply_limit(self.limit_in_force())
+        if self.transaction is tx:  # not stopped while the limit went out
+            await self.charger.set_charging(True)
 
     async def stop_transaction(self, reason: str) -> None:
         tx = self.transaction

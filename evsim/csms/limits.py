@@ -4,7 +4,8 @@ A slot is taken when the gate lets a connection through the upgrade, not when it
 starts, so that a burst of upgrades cannot overshoot the limit; it is given back when the
 connection's TCP connection is gone, whether or not it ever reached the handler. Beyond the
 limit an upgrade gets HTTP 503 with Retry-After, unless its charge point id is connected
-already: a replacement frees its own slot once the old connection is closed.
+already by exactly one connection: a replacement frees its own slot once the old connection is
+closed, and another replacement waits for that.
 
 Every connection, one stalled in its handshake too, holds a file descriptor: at start the
 soft limit on them is raised toward the hard one, for without descriptors the listener drops
@@ -62,8 +63,10 @@ class ConnectionLimit:
 
     def full_for(self, charge_point_id: str) -> bool:
         """Whether a new connection for ``charge_point_id`` must wait: the limit is reached
-        and the id has no connection that the new one would replace."""
-        return 0 < self.maximum <= self.total and charge_point_id not in self._per_id
+        and the id has not exactly one connection for the new one to replace (one whose
+        replacement is still closing does not make room for another: ids are public, and
+        replacements must not open sockets beyond the limit)."""
+        return 0 < self.maximum <= self.total and self._per_id.get(charge_point_id, 0) != 1
 
     def admit(self, charge_point_id: str, connection: ServerConnection) -> None:
         """Take a slot until ``connection`` is closed."""

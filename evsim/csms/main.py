@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -33,8 +32,6 @@ from evsim.csms.server import MAX_FRAME_BYTES, OPEN_TIMEOUT_S, CentralSystem, se
 log = logging.getLogger("csms")
 
 CLOSE_TIMEOUT_S = 2.0
-#: gc.set_threshold: CPython's are (700, 10, 10).
-GC_THRESHOLDS = (5_000, 10, 10)
 
 
 def first_transaction_id(path: Optional[str]) -> int:
@@ -101,17 +98,8 @@ async def serve_forever(args: Any, writer: BankWriter, supervisor: cli.Superviso
         writer.event("PROCESS_STOP", "csms stopped")
 
 
-def tune_gc() -> None:
-    """Collect young objects less often (most of a frame's die before), and leave what exists
-    once started (modules, classes: all that lives as long as the process) out of the full
-    collections, whose pauses grow with every object they walk."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def amain(args: Any, supervisor: cli.Supervisor) -> None:
-    tune_gc()
+    cli.tune_gc()
     clock = Clock(args.speed)
     registry, tls = access.configure(args)
     raise_open_files_limit(args.max_connections)
@@ -151,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     driven.add_argument("--scenario-mix", metavar="NAME=WEIGHT,...",
                         help="a scenario per charge point, drawn from its id and --seed with "
                              "these weights, e.g. fluctuation=0.1,normal=0.9")
-    parser.add_argument("--seed", type=cli.non_negative_int, default=0, metavar="N",
+    parser.add_argument("--seed", type=cli.non_negative_int, metavar="N",
                         help="seed of --scenario-mix (default: 0)")
     parser.add_argument("--list-scenarios", action=ListScenarios,
                         help="print the scenario names, one a line, and exit")
@@ -171,10 +159,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def with_mix(args: argparse.Namespace) -> argparse.Namespace:
-    """``--scenario-mix`` parsed with ``--seed`` (a one-line usage error if it is bad)."""
+    """``--scenario-mix`` parsed with ``--seed`` (a one-line usage error if it is bad, or if
+    ``--seed`` comes without it)."""
+    if args.scenario_mix is None and args.seed is not None:
+        raise cli.UsageError("--seed is the seed of --scenario-mix, which is not given")
     if args.scenario_mix is not None:
         try:
-            args.scenario_mix = parse_mix(args.scenario_mix, args.seed)
+            args.scenario_mix = parse_mix(args.scenario_mix, args.seed or 0)
         except ValueError as exc:
             raise cli.UsageError(f"--scenario-mix: {exc}") from None
     return args

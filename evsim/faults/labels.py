@@ -61,8 +61,10 @@ class Window:
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
-        # A string seed is hashed the same way on every run and platform.
-        self.rng = random.Random(f"{self.seed}:{self.spec.kind}:{self.index}")
+        # A string seed is hashed the same way on every run and platform; with the id in it,
+        # the charge points of a fleet do not all misbehave in step.
+        self.rng = random.Random(
+            f"{self.seed}:{self.charge_point_id}:{self.spec.kind}:{self.index}")
 
     @property
     def param(self) -> dict[str, float]:

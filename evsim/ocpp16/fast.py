@@ -5,18 +5,21 @@ standard library would, and leaves every other case to them: orjson reads a fram
 read it differently from :mod:`json` (a number of 19 digits or more, which orjson makes a float);
 a schema compiled by fastjsonschema accepts a payload only if jsonschema would, and whatever it
 refuses is checked again by the library, whose error is the answer; a camelCase key is converted
-by the library once and then remembered.
+by the library once and then remembered, and so is a snake_case key of a CALL we send.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import random
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any, Optional
 
 import fastjsonschema
 import orjson
-from ocpp.charge_point import camel_to_snake_case
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.messages import Call, CallResult, get_validator
 
 #: Where jsonschema reads numbers as Decimal (the library's exceptions): left to the library.
@@ -46,6 +49,35 @@ def loads(raw: Any, slow: Callable[[Any], Any]) -> Any:
 @functools.lru_cache(maxsize=_KEYS_REMEMBERED)
 def _snake_key(key: str) -> str:
     return next(iter(camel_to_snake_case({key: None})))
+
+
+@functools.lru_cache(maxsize=_KEYS_REMEMBERED)
+def _camel_key(key: str) -> str:
+    return next(iter(snake_to_camel_case({key: None})))
+
+
+def request_payload(request: Any) -> Any:
+    """The library's ``remove_nones(snake_to_camel_case(serialize_as_dict(request)))`` of a
+    CALL's dataclass, without its deep copy: containers are new, leaves shared."""
+    if isinstance(request, dict):
+        return {_camel_key(key): request_payload(value) for key, value in request.items()
+                if value is not None}
+    if isinstance(request, list):
+        return [request_payload(value) for value in request if value is not None]
+    if dataclasses.is_dataclass(request) and not isinstance(request, type):
+        return {_camel_key(name): request_payload(value)
+                for name in request.__dataclass_fields__
+                if (value := getattr(request, name)) is not None}
+    return request
+
+
+_ids = random.Random()
+
+
+def message_id() -> uuid.UUID:
+    """A version 4 UUID as :func:`uuid.uuid4` makes, from a pseudo-random generator: a message
+    id must be unique, not secret, and ``os.urandom`` is a system call a message."""
+    return uuid.UUID(int=_ids.getrandbits(128), version=4)
 
 
 def snake_case(data: Any) -> Any:

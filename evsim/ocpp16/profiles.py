@@ -183,6 +183,8 @@ class ProfileStore:
         self.voltage = voltage
         self.speed = speed
         self.installed: list[Installed] = []
+        self._ranked_of: list[Installed] | None = None
+        self._ranking: dict[tuple[str, int], list[ChargingProfile]] = {}
 
     def install(self, connector_id: int, profile: ChargingProfile,
                 transaction_id: Optional[int] = None, transaction_running: bool = False,
@@ -239,11 +241,7 @@ class ProfileStore:
         """
         def top(purpose: str, connectors: tuple[int, ...]) -> Optional[float]:
             for connector in connectors:
-                candidates = sorted((i.profile for i in self.installed
-                                     if i.profile.purpose == purpose
-                                     and i.connector_id == connector),
-                                    key=lambda p: p.stack_level, reverse=True)
-                for profile in candidates:
+                for profile in self._ranked(purpose, connector):
                     amps = profile.limit_at(now, speed=self.speed, voltage=self.voltage,
                                             transaction_start=transaction_start or origin)
                     if amps is not None:
@@ -259,6 +257,20 @@ class ProfileStore:
             amps = self.default_limit
         cap = top("ChargePointMaxProfile", (0,))
         return round(min(amps, cap) if cap is not None else amps, 1)
+
+    def _ranked(self, purpose: str, connector: int) -> list[ChargingProfile]:
+        """The profiles of ``purpose`` on ``connector``, highest stack level first: sorted again
+        only once the installed ones change (a change puts a new list in place), not at each
+        of the several limits a charge point works out a second."""
+        if self._ranked_of is not self.installed:
+            self._ranked_of, self._ranking = self.installed, {}
+        key = (purpose, connector)
+        if key not in self._ranking:
+            self._ranking[key] = sorted((i.profile for i in self.installed
+                                         if i.profile.purpose == purpose
+                                         and i.connector_id == connector),
+                                        key=lambda p: p.stack_level, reverse=True)
+        return self._ranking[key]
 
     def composite(self, now: datetime, duration_s: int, unit: str = "A",
                   transaction_start: Optional[datetime] = None) -> list[Period]:
