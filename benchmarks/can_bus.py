@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import socket
 import subprocess
 import sys
 import time
 
 import can
-from measure import free_port
+from measure import free_port, wait_listening
 
 from evsim.canbus import bus as canbus
 
@@ -26,18 +25,6 @@ CLASSIC_CAN_CEILING = 1_000_000 / 125
 
 
 
-def wait_for_server(port: int, timeout: float = 30.0) -> None:
-    """Until the server just started accepts connections (quietly: it is not missing, only
-    starting); RuntimeError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the bus server on port {port} did not start") from None
-            time.sleep(0.05)
 
 
 def send(url: str, count: int, rate: float, connected, go) -> None:
@@ -94,7 +81,7 @@ def main(argv=None) -> int:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"ws://127.0.0.1:{port}/"
     try:
-        wait_for_server(port)
+        wait_listening(port, server, "the bus server")
         canbus.open_bus(canbus.bus_config(channel=url), retry_interval=0.1).shutdown()
         print(f"python-can-remote bus at {url}; classic CAN ceiling at 1 Mbit/s: "
               f"~{CLASSIC_CAN_CEILING:,.0f} eight-byte frames/s")

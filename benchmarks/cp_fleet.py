@@ -24,7 +24,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from measure import free_port
+from measure import free_port, wait_listening
 
 from evsim.timefmt import format_timestamp
 
@@ -79,7 +79,7 @@ def run(count: int, duration: float, stagger: float) -> dict:
         csms = subprocess.Popen([PYTHON, str(ROOT / "csms.py"), "--port", str(port),
                                  "--api-port", "0", "--scenario", "normal", *common],
                                 stdout=logs, stderr=subprocess.STDOUT)
-        time.sleep(1.0)
+        wait_listening(port, csms, "csms.py")
         started = time.monotonic()
         cp = subprocess.Popen([PYTHON, str(ROOT / "cp.py"), "--count", str(count),
                                "--stagger", str(stagger), "--url", f"ws://127.0.0.1:{port}",

@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import websockets
-from measure import cpu_seconds, free_port, peak_rss_mb, percentile
+from measure import cpu_seconds, free_port, peak_rss_mb, percentile, wait_listening
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,15 +52,8 @@ def start_csms(port: int, db: Path, extra: list[str]) -> subprocess.Popen:
                                "--api-port", "off", "--scenario", "none", "--db", str(db),
                                "--log-level", "WARNING", *extra], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise RuntimeError("csms.py did not start")
-        time.sleep(0.1)
+    wait_listening(port, server, "csms.py")
+    return server
 
 
 class GoodFleet:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, name: str,
+                   timeout: float = 30.0) -> None:
+    """Until the process just started accepts connections on ``port``; RuntimeError (and the
+    process killed) if it exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"{name} did not start on port {port}")
+        time.sleep(0.05)
 
 
 def cpu_seconds(pid: int) -> Optional[float]:

@@ -22,7 +22,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from measure import cpu_seconds, free_port, peak_rss_mb, percentile
+from measure import cpu_seconds, free_port, peak_rss_mb, percentile, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 P99_LIMIT_MS = 100.0
@@ -259,15 +258,8 @@ def start_csms(port: int, db: Path, extra: list[str],
     server = subprocess.Popen([sys.executable, *profiler, str(ROOT / "csms.py"), "--port", str(port),
                                "--api-port", "off", "--scenario", "none", "--db", str(db),
                                "--log-level", "WARNING", *extra], cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise RuntimeError("csms.py did not start")
-        time.sleep(0.1)
+    wait_listening(port, server, "csms.py")
+    return server
 
 
 def start_clients(port: int, n: int, clients: int, prefix: str,
