@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import script, wait_for
-from test_run_all import RUN_ALL, processes_of, site_args
+from test_run_all import RUN_ALL, processes_of, site_args, stop_site
 
 from evsim.bank import MemoryBank, MemoryBankError
 
@@ -47,26 +47,13 @@ def site(workdir: Path, *args: str) -> Iterator[tuple[Path, subprocess.Popen]]:
         yield db, run
     finally:
         if run.returncode is None:
-            stop(workdir, run)
+            stop_site(workdir, run)
         assert processes_of(workdir) == []
-
-
-def stop(workdir: Path, run: subprocess.Popen) -> tuple[subprocess.CompletedProcess, str]:
-    """``run_all.sh --stop``, and run_all.sh's output once it has exited (killed if it has not
-    within a minute)."""
-    stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(workdir)], capture_output=True,
-                             text=True, timeout=60)
-    try:
-        out, _ = run.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        run.kill()
-        out, _ = run.communicate()
-    return stopped, out
 
 
 def stop_cleanly(workdir: Path, run: subprocess.Popen) -> None:
     """Every process ends on SIGTERM and run_all.sh exits 0."""
-    stopped, out = stop(workdir, run)
+    stopped, out = stop_site(workdir, run)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert run.returncode == 0, out
 

@@ -52,6 +52,19 @@ def run_headless(workdir: Path, *args: str, timeout: float = 120) -> subprocess.
                           text=True, timeout=timeout)
 
 
+def stop_site(workdir: Path, run: subprocess.Popen) -> tuple[subprocess.CompletedProcess, str]:
+    """``run_all.sh --stop``, and run_all.sh's output once it has exited (killed if it has not
+    within a minute)."""
+    stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(workdir)], capture_output=True,
+                             text=True, timeout=60)
+    try:
+        out, _ = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, _ = run.communicate()
+    return stopped, out
+
+
 def test_fluctuation_site_records_the_anomaly(tmp_path):
     result = run_headless(tmp_path, "--duration", "12", "--speed", "10")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -194,10 +207,8 @@ def test_injections_go_to_the_process_that_owns_them(tmp_path):
         wait_for(lambda: "label CP_1 METER_VALUE_GAP" in cp_log() or site.poll() is not None,
                  timeout=90, message="the meter gap's label")
         assert site.poll() is None
-        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
-                                 capture_output=True, text=True, timeout=60)
+        stopped, out = stop_site(tmp_path, site)
         assert stopped.returncode == 0, stopped.stderr
-        out, _ = site.communicate(timeout=60)
     finally:
         if site.poll() is None:
             site.kill()
@@ -271,10 +282,8 @@ def test_a_process_that_dies_is_started_again_and_the_others_carry_on(tmp_path):
         wait_for(lambda: rows(db, "SELECT COUNT(*) FROM events WHERE event_type = 'CONNECTED' "
                                   "AND source = 'csms'")[0][0] >= 2, timeout=90,
                  message="the charge point back")
-        stopped = subprocess.run([RUN_ALL, "--stop", "--workdir", str(tmp_path)],
-                                 capture_output=True, text=True, timeout=60)
+        stopped, out = stop_site(tmp_path, site)
         assert stopped.returncode == 0, stopped.stderr
-        out, _ = site.communicate(timeout=60)
     finally:
         if site.poll() is None:
             site.kill()
