@@ -33,7 +33,8 @@ Options:
                       drawn from its id and --seed (see csms.py --help)
   --cycles N          scenario cycles, 0 = forever (default: 0)
   --fleet N           N more charge points (CP_0001 ...) in one cp.py --count N, each with its
-                      own charger in process, beside CP_1 and its CAN charger
+                      own charger in process, beside CP_1 and its CAN charger; they record
+                      their state, the central system their traffic (cp.py --record state)
   --inject KIND[:key=value,...]
                       inject a fault, repeatable; each goes to the process that owns it
                       (charger_module.py or cp.py): see their --help for the kinds
@@ -359,7 +360,7 @@ if [ -n "$secure" ]; then  # a throwaway CA, certificates and a registry for CP_
 fi
 start_csms() { launch csms "$PY" "$ROOT/csms.py" --port "$port" --api-port "$api_port" "${common[@]}" "${scenario_args[@]+"${scenario_args[@]}"}" "${csms_security[@]+"${csms_security[@]}"}"; }
 start_cp() { launch cp "$PY" "$ROOT/cp.py" --url "$scheme://127.0.0.1:$port" --api-port "$cp_api_port" "${common[@]}" "${can[@]}" "${cp_security[@]+"${cp_security[@]}"}" "${cp_inject[@]+"${cp_inject[@]}"}"; }
-start_fleet() { launch fleet "$PY" "$ROOT/cp.py" --count "$fleet" --url "$scheme://127.0.0.1:$port" --state "$workdir/fleet_state.db" "${common[@]}" "${cp_inject[@]+"${cp_inject[@]}"}"; }
+start_fleet() { launch fleet "$PY" "$ROOT/cp.py" --count "$fleet" --record state --url "$scheme://127.0.0.1:$port" --state "$workdir/fleet_state.db" "${common[@]}" "${cp_inject[@]+"${cp_inject[@]}"}"; }
 start_plot() { launch plot "$PY" "$ROOT/plot_current.py" "${plot_args[@]}" "${common[@]}" "${can[@]}"; }
 start_csms
 wait_started csms "$port"

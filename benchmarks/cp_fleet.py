@@ -2,12 +2,15 @@
 """A fleet in one cp.py (``--count N``) against csms.py on this machine: does every charge point
 boot, and does the 1 Hz MeterValues schedule hold?
 
-For each N: csms.py (scenario ``normal``, so every charge point charges) and ``cp.py --count N``
-run as real processes on free loopback ports with a MemoryBank in a temporary folder. Once every
-charge point has booted, the fleet runs ``--duration`` wall seconds; then both are stopped.
-Lateness is read back from the samples cp.py recorded: each charge point's sample times against
-its own 1 Hz schedule (the phase of its least late sample). CPU seconds and peak RSS of each
-process come from the kernel (``os.wait4``), over the whole run.
+For each N and each ``--record`` of cp.py: csms.py (scenario ``normal``, so every charge point
+charges) and ``cp.py --count N`` run as real processes on free loopback ports with a MemoryBank in
+a temporary folder. Once every charge point has booted, the fleet runs ``--duration`` wall
+seconds; then both are stopped. Lateness is read back from the samples the central system
+recorded, stamped with the times the charge points took them: each charge point's sample times
+against its own 1 Hz schedule (the phase of its least late sample). "Behind" is how far the
+central system's recording trailed the samples at the end of the measured time (it catches up
+when stopped). CPU seconds of each process are its whole life's (``os.wait4``); peak RSS is until
+it is stopped.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from measure import free_port, wait_listening
+from measure import free_port, peak_rss_mb, wait_listening
 
 from evsim.timefmt import format_timestamp
 
@@ -32,18 +35,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-
-
 def booted(db: Path) -> int:
     """How many charge points the central system has seen boot."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             return conn.execute(
-                "SELECT COUNT(DISTINCT charge_point_id) FROM events WHERE source = 'csms' AND "
-                "event_type = 'OCPP_MESSAGE' AND description LIKE '%CALL BootNotification%'"
+                "SELECT COUNT(DISTINCT charge_point_id) FROM events WHERE "
+                "event_type = 'BOOT_NOTIFICATION' AND source = 'csms'"
             ).fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def behind_s(db: Path) -> float:
+    """Wall seconds between now and the newest sample the central system has recorded."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        newest = conn.execute("SELECT max(timestamp) FROM metrics WHERE source = 'csms' AND "
+                              "name = 'current'").fetchone()[0]
+    return time.time() - datetime.fromisoformat(newest).timestamp() if newest else float("nan")
 
 
 def lateness_ms(db: Path, since: str) -> list[float]:
@@ -51,7 +60,7 @@ def lateness_ms(db: Path, since: str) -> list[float]:
     times: dict[str, list[float]] = defaultdict(list)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         for charge_point_id, stamp in conn.execute(
-                "SELECT charge_point_id, timestamp FROM metrics WHERE source = 'cp' AND "
+                "SELECT charge_point_id, timestamp FROM metrics WHERE source = 'csms' AND "
                 "name = 'current' AND timestamp >= ? ORDER BY timestamp", (since,)):
             times[charge_point_id].append(datetime.fromisoformat(stamp).timestamp())
     late: list[float] = []
@@ -64,15 +73,18 @@ def lateness_ms(db: Path, since: str) -> list[float]:
 
 def stop(proc: subprocess.Popen) -> tuple[float, float]:
     """SIGTERM (started in the background of a shell, a process ignores SIGINT) and wait;
-    (CPU seconds, peak RSS MB) of the process's whole life."""
+    (CPU seconds of the process's whole life, its peak RSS in MB until the signal). The peak
+    is read from /proc: ``ru_maxrss`` also counts what this script held when it forked."""
+    rss = peak_rss_mb(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, _, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * scale / 1e6
+    if rss is None:  # no /proc (macOS): ru_maxrss, in bytes there
+        rss = usage.ru_maxrss / 1e6
+    return usage.ru_utime + usage.ru_stime, rss
 
 
-def run(count: int, duration: float, stagger: float) -> dict:
+def run(count: int, record: str, duration: float, stagger: float) -> dict:
     with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "log", "w") as logs:
         db, port = Path(folder) / "memory.db", free_port()
         common = ["--db", str(db), "--log-level", "WARNING"]
@@ -82,7 +94,8 @@ def run(count: int, duration: float, stagger: float) -> dict:
         wait_listening(port, csms, "csms.py")
         started = time.monotonic()
         cp = subprocess.Popen([PYTHON, str(ROOT / "cp.py"), "--count", str(count),
-                               "--stagger", str(stagger), "--url", f"ws://127.0.0.1:{port}",
+                               "--stagger", str(stagger), "--record", record,
+                               "--url", f"ws://127.0.0.1:{port}",
                                *common], stdout=logs, stderr=subprocess.STDOUT)
         while booted(db) < count and time.monotonic() - started < 300:
             time.sleep(0.5)
@@ -90,10 +103,12 @@ def run(count: int, duration: float, stagger: float) -> dict:
         seen = booted(db)
         since = format_timestamp(datetime.now(UTC))
         time.sleep(duration)
+        behind = behind_s(db)
         cp_cpu, cp_rss = stop(cp)
         csms_cpu, csms_rss = stop(csms)
         late = sorted(lateness_ms(db, since))
-    return {"count": count, "booted": seen, "boot_s": boot_s, "samples": len(late),
+    return {"count": count, "record": record, "behind": behind, "booted": seen, "boot_s": boot_s,
+            "samples": len(late),
             "late_p50": statistics.median(late) if late else float("nan"),
             "late_p99": late[int(len(late) * 0.99)] if late else float("nan"),
             "cp_cpu": cp_cpu, "cp_rss": cp_rss, "csms_cpu": csms_cpu, "csms_rss": csms_rss}
@@ -104,14 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--duration", type=float, default=60.0, help="wall seconds measured")
     parser.add_argument("--stagger", type=float, default=0.02)
+    parser.add_argument("--records", nargs="+", default=["all", "state"],
+                        choices=["all", "state"], help="cp.py --record values to measure")
     args = parser.parse_args(argv)
-    print(f"{'N':>5} {'booted':>7} {'boot s':>7} {'samples':>8} {'late p50':>9} {'p99 ms':>7} "
-          f"{'cp CPU s':>9} {'cp RSS MB':>10} {'csms CPU s':>11} {'csms RSS MB':>12}")
+    print(f"{'N':>5} {'record':>6} {'booted':>7} {'boot s':>7} {'samples':>8} {'late p50':>9} "
+          f"{'p99 ms':>7} {'behind s':>9} {'cp CPU s':>9} {'cp RSS MB':>10} {'csms CPU s':>11} "
+          f"{'csms RSS MB':>12}")
     for count in args.counts:
-        r = run(count, args.duration, args.stagger)
-        print(f"{r['count']:>5} {r['booted']:>7} {r['boot_s']:>7.1f} {r['samples']:>8} "
-              f"{r['late_p50']:>9.1f} {r['late_p99']:>7.1f} {r['cp_cpu']:>9.1f} "
-              f"{r['cp_rss']:>10.0f} {r['csms_cpu']:>11.1f} {r['csms_rss']:>12.0f}", flush=True)
+        for record in args.records:
+            r = run(count, record, args.duration, args.stagger)
+            print(f"{r['count']:>5} {r['record']:>6} {r['booted']:>7} {r['boot_s']:>7.1f} "
+                  f"{r['samples']:>8} {r['late_p50']:>9.1f} {r['late_p99']:>7.1f} "
+                  f"{r['behind']:>9.1f} {r['cp_cpu']:>9.1f} {r['cp_rss']:>10.0f} "
+                  f"{r['csms_cpu']:>11.1f} {r['csms_rss']:>12.0f}", flush=True)
     return 0
 
 

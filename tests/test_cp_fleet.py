@@ -124,3 +124,16 @@ async def test_one_task_keeps_a_charge_point_and_its_charger_on_their_deadlines(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+
+
+def test_record_state_passes_on_what_changes_and_leaves_the_traffic_to_the_central_system():
+    from evsim.cp.recording import StateRecorder, recorder
+    kept = FakeRecorder()
+    assert recorder(kept, "all") is kept
+    state = recorder(kept, "state")
+    assert isinstance(state, StateRecorder)
+    state.event("OCPP_MESSAGE", "cp->csms CALL MeterValues", {"payload": {}}, "CP_0001")
+    state.metric("current", 16.0, "A", "CP_0001", 7)
+    state.event("STATUS", "connector 1 Charging", {"error_code": "NoError"}, "CP_0001")
+    assert kept.events == [("STATUS", "connector 1 Charging", {"error_code": "NoError"})]
+    assert kept.metrics == []

@@ -385,3 +385,15 @@ async def test_a_charger_back_after_silence_gets_its_orders_again(store, clock):
         link.frames.clear()
         await charge(station, clock, 1)
     assert link.frames[:2] == [(frames.SET_LIMIT, 32.0), (frames.START, None)]
+
+
+def test_a_boot_is_not_a_warning_but_other_security_events_are(store, clock, caplog):
+    station = station_on(store, clock)
+    with caplog.at_level("INFO", logger="cp"):
+        station.security_event("StartupOfTheDevice", "cp.py CP_T started")
+        station.security_event("InvalidMessages", "a frame that is not JSON")
+    levels = {record.getMessage().split(":")[0]: record.levelname for record in caplog.records
+              if "security event" in record.getMessage()}
+    assert levels == {"security event StartupOfTheDevice": "INFO",
+                      "security event InvalidMessages": "WARNING"}
+    assert [m.action for m in station.outbox.queue] == ["SecurityEventNotification"] * 2

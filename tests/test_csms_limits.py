@@ -22,13 +22,16 @@ BOOT = '[2,"boot","BootNotification",{"chargePointVendor":"V","chargePointModel"
 
 @pytest.fixture
 def csms(db_path) -> Iterator[Callable]:
-    """``csms(*options)``: a csms.py on a free port; returns (port, process)."""
+    """``csms(*options)``: a csms.py on a free port; returns (port, process). It logs warnings
+    only: a line for each of hundreds of connections would fill the pipe (64 kB) that nobody
+    reads until it stops, and stall it."""
     started = []
 
     def make(*options: str):
         port = free_port()
         proc = start(script("csms.py", "--port", str(port), "--scenario", "none",
-                            "--api-port", "off", "--db", str(db_path), *options))
+                            "--api-port", "off", "--db", str(db_path), "--log-level", "WARNING",
+                            *options))
         started.append(proc)
         wait_for(lambda: port_open(port) or proc.poll() is not None, timeout=30,
                  message="csms")

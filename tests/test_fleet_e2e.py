@@ -1,6 +1,7 @@
 """A small fleet end to end: cp.py --count 20 against csms.py --scenario-mix, real processes on
 loopback; every charge point's sessions, the assignment, the ground truth and the anomalies are
-checked in the MemoryBank, and the score read back."""
+checked in the MemoryBank, and the score read back. The fleet records its state only
+(``--record state``): the central system records the traffic."""
 from __future__ import annotations
 
 from collections import Counter
@@ -38,7 +39,7 @@ def test_a_fleet_with_a_mix_runs_its_scenarios_and_only_the_fluctuating_ones_are
     cp = None
     try:
         wait_for(lambda: port_open(port) or csms.poll() is not None, message="csms")
-        cp = start(script("cp.py", "--count", str(COUNT), "--stagger", "0.1",
+        cp = start(script("cp.py", "--count", str(COUNT), "--stagger", "0.1", "--record", "state",
                           "--url", f"ws://127.0.0.1:{port}", *common))
         wait_for(lambda: completed(db_path) == COUNT, timeout=120,
                  message="every charge point's scenario complete")
@@ -53,6 +54,13 @@ def test_a_fleet_with_a_mix_runs_its_scenarios_and_only_the_fluctuating_ones_are
         labels = bank.get_labels()
         anomalies = bank.get_anomalies(None)
         sessions = bank.get_sessions(None)
+        recorded = bank.connection.read(lambda conn: conn.execute(
+            "SELECT (SELECT count(*) FROM events WHERE source = 'cp' AND "
+            "event_type = 'OCPP_MESSAGE'), (SELECT count(*) FROM metrics WHERE source = 'cp'), "
+            "(SELECT count(DISTINCT charge_point_id) FROM events WHERE source = 'cp' AND "
+            "event_type = 'STATUS'), (SELECT count(DISTINCT charge_point_id) FROM metrics "
+            "WHERE source = 'csms')").fetchone())
+    assert recorded == (0, 0, COUNT, COUNT)  # no traffic of its own, its state, theirs
     assert assigned == expected
     assert all(session["end_time"] for session in sessions)  # none left open
     count = Counter(session["charge_point_id"] for session in sessions)

@@ -184,6 +184,23 @@ def test_log_events_stores_a_batch_in_one_transaction(bank):
     assert len(bank.get_recent_events(None)) == 500, "a failed batch stores nothing"
 
 
+def test_a_batch_is_written_many_rows_to_a_statement_whatever_its_size():
+    from evsim.bank.bank import _chunks
+    assert [len(chunk) for chunk in _chunks(list(range(203)), 64)] == [64, 64, 64, 8, 2, 1]
+    assert [x for chunk in _chunks(list(range(203)), 64) for x in chunk] == list(range(203))
+    assert list(_chunks([], 64)) == []
+
+
+def test_record_metrics_keeps_every_row_and_its_order(bank):
+    batch = [{"name": "current", "value": i / 10, "unit": "A", "source": "cp",
+              "charge_point_id": f"CP{i % 3}", "transaction_id": i, "timestamp": at(i)}
+             for i in range(203)]
+    assert bank.record_metrics(batch) == 203
+    stored = bank.connection.read(lambda conn: conn.execute(
+        "SELECT value, charge_point_id, transaction_id FROM metrics ORDER BY id").fetchall())
+    assert stored == [(i / 10, f"CP{i % 3}", i) for i in range(203)]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda b: b.log_event("T", "s", "d", data={1, 2}), "data is not JSON-serialisable"),
     (lambda b: b.log_event("T", "s", "d", data={"x": math.nan}), "data is not JSON"),
@@ -381,6 +398,16 @@ def test_session_statistics_count_each_sample_once_from_one_source(bank):
     assert session("CP4", 4, {"cp": [8.0, 16.0, 24.0], "charger": [1.0]}) == (8.0, 16.0, 24.0, 3)
     assert session("CP5", 5, {}) == (None, None, None, 0)
 
+
+
+def test_a_session_closes_reading_its_own_samples_not_every_charge_points(bank):
+    """With a fleet, the time index would read the samples of every charge point over the
+    session (a fleet's shutdown closing 2,000 sessions took minutes): the transaction's own."""
+    from evsim.bank.updates import TRANSACTION_CURRENTS
+    plan = bank.connection.read(lambda conn: conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT count(*) {TRANSACTION_CURRENTS}",
+        ("CP1", 1, at(0), at(10))).fetchall())
+    assert "metrics_transaction" in " ".join(row[-1] for row in plan)
 
 def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(bank):
     bank.start_session("CP1", 1, start_time=at(0))

@@ -93,6 +93,9 @@ def test_normal_site_with_a_fleet_has_sessions_and_no_anomaly(tmp_path):
     assert rows(db, "SELECT COUNT(*) FROM sessions WHERE end_time IS NULL") == [(0,)]
     assert rows(db, "SELECT COUNT(*) FROM metrics WHERE name = 'current' AND value > 30")[0][0] >= 3
     assert rows(db, "SELECT COUNT(*) FROM anomalies")[0][0] == 0
+    # the fleet records its state; its samples are the central system's to record
+    assert rows(db, "SELECT DISTINCT charge_point_id FROM metrics WHERE source = 'cp'") == \
+        [("CP_1",)]
     assert processes_of(tmp_path) == []
 
 

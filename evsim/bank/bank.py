@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -34,10 +34,25 @@ METRICS_AFTER_SQL = ("SELECT * FROM metrics WHERE id > ? AND id <= ? AND +name =
                      "AND +charge_point_id = ? AND +source = ? ORDER BY id")
 
 
-def _insert_sql(table: str, columns: Iterable[str]) -> str:
-    columns = tuple(columns)
-    return (f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})")
+#: The most rows one INSERT of a batch carries (a power of two, see :func:`_chunks`); times a
+#: table's columns, within the 999 parameters a statement may bind in any SQLite.
+ROWS_PER_INSERT = 64
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    values = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([values] * rows)}"
+
+
+def _chunks(rows: list[tuple], most: int) -> Iterator[list[tuple]]:
+    """``rows`` in runs of ``most`` (a power of two), the rest in runs of falling powers of two:
+    few distinct statements, so that each stays prepared in the connection's cache."""
+    start = 0
+    while start < len(rows):
+        size = min(most, 1 << (len(rows) - start).bit_length() - 1)
+        yield rows[start:start + size]
+        start += size
 
 
 class MemoryBank:
@@ -80,13 +95,23 @@ class MemoryBank:
     # -- writes ---------------------------------------------------------------------------------
 
     def _insert(self, table: str, columns: Iterable[str], row: tuple) -> int:
-        sql = _insert_sql(table, columns)
+        sql = _insert_sql(table, tuple(columns))
         return self.connection.write(lambda conn: conn.execute(sql, row).lastrowid)
 
     def _insert_many(self, table: str, rows: list[tuple]) -> int:
-        sql = _insert_sql(table, TABLES[table].columns)
+        """``rows`` in one transaction, many to a statement: SQLite runs a statement without
+        holding the GIL, and one row to a statement (``executemany``) hands the GIL back and
+        forth with a busy event loop's thread for every row. Measured with 2,000 charge points
+        beside their central system: its writer 1.1 s behind the samples instead of 10.1 s;
+        alone, a batch goes at 70,000 rows/s instead of 104,000."""
+        columns = TABLES[table].columns
+
+        def insert(conn: sqlite3.Connection) -> None:
+            for chunk in _chunks(rows, ROWS_PER_INSERT):
+                conn.execute(_insert_sql(table, columns, len(chunk)),
+                             [value for row in chunk for value in row])
         if rows:
-            self.connection.write(lambda conn: conn.executemany(sql, rows))
+            self.connection.write(insert)
         return len(rows)
 
     def log_event(self, event_type: str, source: str, description: str, data: Any = None,

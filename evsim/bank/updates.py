@@ -15,6 +15,10 @@ from evsim.constants import RECORDER
 #: Rows deleted per transaction by :func:`delete_older_than`, so that writers never wait long.
 DELETE_CHUNK = 5000
 CURRENT_FIGURES = ("min_current", "avg_current", "max_current", "sample_count")
+#: A transaction's 'current' samples in a time range, found by the transaction's index (``+``:
+#: not by the time index, which would read every charge point's samples of that range).
+TRANSACTION_CURRENTS = ("FROM metrics WHERE charge_point_id = ? AND transaction_id = ? AND "
+                        "name = 'current' AND +timestamp >= ? AND +timestamp <= ?")
 
 
 def session_currents(conn: sqlite3.Connection, charge_point_id: str, transaction_id: Any,
@@ -23,15 +27,14 @@ def session_currents(conn: sqlite3.Connection, charge_point_id: str, transaction
     ``start`` to ``end``, from one source so that each sample counts once (the charge point
     and the central system record the same ones): :data:`RECORDER` if it has samples, else the
     source with the most."""
-    samples = ("FROM metrics WHERE charge_point_id = ? AND transaction_id = ? AND "
-               "name = 'current' AND timestamp >= ? AND timestamp <= ?")
     params = (charge_point_id, transaction_id, start or "", end)
     source = conn.execute(
-        f"SELECT source {samples} GROUP BY source "
+        f"SELECT source {TRANSACTION_CURRENTS} GROUP BY source "
         f"ORDER BY source IS ? DESC, count(*) DESC, source LIMIT 1",
         (*params, RECORDER)).fetchone()
     figures = conn.execute(
-        f"SELECT min(value), avg(value), max(value), count(*) {samples} AND source IS ?",
+        f"SELECT min(value), avg(value), max(value), count(*) {TRANSACTION_CURRENTS} "
+        f"AND source IS ?",
         (*params, source[0] if source else None)).fetchone()
     return dict(zip(CURRENT_FIGURES, figures))
 

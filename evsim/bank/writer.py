@@ -29,7 +29,9 @@ from evsim.timefmt import utc_now
 
 log = logging.getLogger("bank")
 
-BATCH = 500
+#: The most rows of a transaction: rows that pile up are written in few transactions, each of
+#: which takes the file's write lock from the other processes.
+BATCH = 5000
 MAX_WAITING = 100_000
 RETRY_S = 1.0
 SUMMARY_S = 60.0

@@ -26,7 +26,7 @@ from evsim.canbus.link import CanLink
 from evsim.charger.node import ChargerNode
 from evsim.clock import Clock
 from evsim.constants import CHARGER_PERIOD_S, DEFAULT_CSMS_URL
-from evsim.cp import api, fleet, store
+from evsim.cp import api, fleet, recording, store
 from evsim.cp.config import usable_profile
 from evsim.cp.connection import endpoint_url, keep_connected
 from evsim.cp.security import PROFILES, Credentials, SecurityError, credentials, read_key
@@ -61,7 +61,8 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
     except (MemoryBankError, OSError) as exc:
         state.close()
         raise cli.SimError(f"MemoryBank: {exc}") from None
-    stations = [Station(charge_point_id, state, clock, writer=writer, voltage=args.voltage,
+    records = recording.recorder(writer, args.record)
+    stations = [Station(charge_point_id, state, clock, writer=records, voltage=args.voltage,
                         default_limit=args.default_limit, charger_period=args.charger_period,
                         files=store.files_path(state_path, charge_point_id))
                 for charge_point_id in ids]
@@ -86,7 +87,7 @@ async def amain(args: argparse.Namespace, supervisor: cli.Supervisor) -> None:
                  {"url": args.url, "speed": args.speed, "count": len(ids),
                   "can": canbus.describe(config) if config else None, "can_id": on_can,
                   "state": str(state_path), "inject": [str(spec) for spec in args.inject],
-                  "seed": args.seed}, ids[0] if len(ids) == 1 else None)
+                  "seed": args.seed, "record": args.record}, ids[0] if len(ids) == 1 else None)
     log.info("charge point %s -> %s, CAN %s, speed %g, state %s", announced, args.url,
              f"{canbus.describe(config)} ({on_can})" if config else "in process", args.speed,
              state_path)
@@ -217,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                                help="with --count: the one charge point on the CAN bus, with "
                                     "charger_module.py (default: none, every charger in "
                                     "process)")
+    parser.add_argument("--record", choices=recording.RECORD_CHOICES, default="all",
+                        help="what to record in the MemoryBank: all (every OCPP message and "
+                             "meter sample too) or state (connection, status, transactions, "
+                             "faults: the central system records the traffic) (default: all)")
     parser.add_argument("--state", metavar="PATH",
                         help=f"the charge point's own state file (default: $EV_SIM_CP_STATE, "
                              f"else {store.DEFAULT_NAME} beside the MemoryBank)")

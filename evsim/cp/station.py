@@ -13,7 +13,7 @@ import logging
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from evsim.canbus import frames
 from evsim.clock import Clock
@@ -30,6 +30,7 @@ from evsim.cp.firmware import Firmware
 from evsim.cp.local import LocalActions
 from evsim.cp.meter import EnergyMeter
 from evsim.cp.outbox import Message, Outbox
+from evsim.cp.recording import Recorder
 from evsim.cp.reservations import Reservations
 from evsim.cp.smart_charging import SmartCharging
 from evsim.cp.store import StateStore
@@ -49,14 +50,6 @@ VENDOR, MODEL = "EVChargingSim", "SimCP-1"
 #: The errorCode and info of a Faulted that only an injected ``status-flap`` shows.
 FLAP_ERROR: tuple[str, str | None] = ("OtherError", None)
 FIRMWARE_VERSION = "1.0.0"
-
-
-class Recorder(Protocol):
-    def event(self, event_type: str, description: str, data: Any = None,
-              charge_point_id: str | None = None) -> None: ...
-
-    def metric(self, name: str, value: float, unit: str, charge_point_id: str | None = None,
-               transaction_id: int | None = None, timestamp: Any = None) -> None: ...
 
 
 class Station(TransactionRules):

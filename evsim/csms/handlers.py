@@ -19,6 +19,7 @@ from ocpp.messages import CallResult
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
+from evsim.constants import ROUTINE_SECURITY_EVENTS
 from evsim.security import pki
 from evsim.timefmt import ocpp_time
 
@@ -65,11 +66,13 @@ class Handlers:
 
     def report(self, endpoint: CsmsEndpoint, action: str, fields: dict[str, Any]) -> None:
         """A status or security notification: kept as the last of its kind; a security event is
-        also a warning on the console."""
+        also on the console (a warning, but for the routine ones of a boot)."""
         payload = snake_to_camel_case(fields)
         endpoint.station.reports[action] = {**payload, "at": self._now()}
         if action == Action.security_event_notification:
-            log.warning("%s: security event %s%s", endpoint.id, payload.get("type"),
+            level = (logging.INFO if payload.get("type") in ROUTINE_SECURITY_EVENTS
+                     else logging.WARNING)
+            log.log(level, "%s: security event %s%s", endpoint.id, payload.get("type"),
                         f": {payload['techInfo']}" if payload.get("techInfo") else "")
 
     # -- SignCertificate --------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""What cp.py records in the MemoryBank, its own view beside the central system's.
+
+``all``: every OCPP message it sends and receives and every meter sample it takes. ``state``: what
+only the charge point knows (its connection, status, transactions, CAN frames, injected faults and
+their ground truth), without the traffic the central system records anyway as the recorder of
+record. A fleet of thousands on one machine records its traffic at the cost of the schedule it
+keeps: the rows of both sides are twice what one SQLite file takes beside them.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+RECORD_CHOICES = ("all", "state")
+#: The events that are traffic: one per OCPP message.
+TRAFFIC_EVENTS = frozenset({"OCPP_MESSAGE"})
+
+
+class Recorder(Protocol):
+    def event(self, event_type: str, description: str, data: Any = None,
+              charge_point_id: str | None = None) -> None: ...
+
+    def metric(self, name: str, value: float, unit: str, charge_point_id: str | None = None,
+               transaction_id: int | None = None, timestamp: Any = None) -> None: ...
+
+
+class StateRecorder:
+    """``record=state``: passes on to ``writer`` all but the traffic (OCPP messages, samples)."""
+
+    def __init__(self, writer: Recorder) -> None:
+        self.writer = writer
+
+    def event(self, event_type: str, description: str, data: Any = None,
+              charge_point_id: str | None = None) -> None:
+        if event_type not in TRAFFIC_EVENTS:
+            self.writer.event(event_type, description, data, charge_point_id)
+
+    def metric(self, name: str, value: float, unit: str, charge_point_id: str | None = None,
+               transaction_id: int | None = None, timestamp: Any = None) -> None:
+        """A meter sample: the central system's to record."""
+
+
+def recorder(writer: Recorder, record: str) -> Recorder:
+    """What the charge points of ``--record`` write through."""
+    return writer if record == "all" else StateRecorder(writer)
