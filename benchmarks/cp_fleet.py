@@ -8,8 +8,8 @@ a temporary folder. Once every charge point has booted, the fleet runs ``--durat
 seconds; then both are stopped. Lateness is read back from the samples the central system
 recorded, stamped with the times the charge points took them: each charge point's sample times
 against its own 1 Hz schedule (the phase of its least late sample). "Behind" is how far the
-central system's recording trailed the samples at the end of the measured time (it catches up
-when stopped). CPU seconds of each process are its whole life's (``os.wait4``); peak RSS is until
+central system's recording trailed the fleet's newest sample at the end of the measured time (it
+catches up when stopped). CPU seconds of each process are its whole life's (``os.wait4``); peak RSS is until
 it is stopped.
 """
 from __future__ import annotations
@@ -49,14 +49,18 @@ def booted(db: Path) -> int:
 
 def behind_s(db: Path) -> float:
     """Wall seconds between now and the newest sample the central system has recorded."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        newest = conn.execute("SELECT max(timestamp) FROM metrics WHERE source = 'csms' AND "
-                              "name = 'current'").fetchone()[0]
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            newest = conn.execute("SELECT max(timestamp) FROM metrics WHERE source = 'csms' "
+                                  "AND name = 'current'").fetchone()[0]
+    except sqlite3.Error:
+        return float("nan")
     return time.time() - datetime.fromisoformat(newest).timestamp() if newest else float("nan")
 
 
 def lateness_ms(db: Path, since: str) -> list[float]:
-    """Each sample's lateness against its charge point's 1 Hz schedule, in ms."""
+    """Each sample's lateness against its charge point's 1 Hz schedule, in ms (a sample the
+    central system recorded twice, resent, counts once; OCPP carries whole milliseconds)."""
     times: dict[str, list[float]] = defaultdict(list)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         for charge_point_id, stamp in conn.execute(
@@ -64,7 +68,8 @@ def lateness_ms(db: Path, since: str) -> list[float]:
                 "name = 'current' AND timestamp >= ? ORDER BY timestamp", (since,)):
             times[charge_point_id].append(datetime.fromisoformat(stamp).timestamp())
     late: list[float] = []
-    for samples in times.values():
+    for stamps in times.values():
+        samples = sorted(set(stamps))
         offsets = [t - k for k, t in enumerate(samples)]
         base = min(offsets)
         late.extend((offset - base) * 1000 for offset in offsets)

@@ -101,7 +101,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: gc.set_threshold of a busy process (see tune_gc): CPython's are (700, 10, 10). A fleet's
 #: objects in flight (a coroutine, a future, a timer per charge point) are alive at each young
 #: collection and walked every time, so a pause costs about the same however rare: cp.py with
-#: 2,000 charge points spent 12.6 s of 100 in collections at (5_000, 10, 10), 0.5 s at these.
+#: 2,000 charge points spent 12.6 s of 100 in collections at (5_000, 10, 10), 0.5 s at these
+#: (CPython 3.11-3.13; 3.14's incremental collector reads the last two differently).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 

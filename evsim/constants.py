@@ -1,6 +1,8 @@
 """Names and figures more than one part of the site relies on, defined once."""
 from __future__ import annotations
 
+import logging
+
 #: Anomaly severities, mildest first.
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 #: The one connector of a simulated charge point.
@@ -25,3 +27,8 @@ SOURCES = ("csms", "cp", "charger")
 #: Security events of every boot and reset (OCPP 1.6 Security Whitepaper): logged at INFO, not as
 #: warnings, so that a fleet of 2,000 booting is not 2,000 warnings on either side.
 ROUTINE_SECURITY_EVENTS = frozenset({"StartupOfTheDevice", "ResetOrReboot"})
+
+
+def security_event_level(event_type: object) -> int:
+    """The console level of a security event: INFO for a routine one, else WARNING."""
+    return logging.INFO if event_type in ROUTINE_SECURITY_EVENTS else logging.WARNING

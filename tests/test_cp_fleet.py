@@ -127,7 +127,7 @@ async def test_one_task_keeps_a_charge_point_and_its_charger_on_their_deadlines(
 
 
 def test_record_state_passes_on_what_changes_and_leaves_the_traffic_to_the_central_system():
-    from evsim.cp.recording import StateRecorder, recorder
+    from evsim.cp.recording import StateRecorder, recorder, records_traffic
     kept = FakeRecorder()
     assert recorder(kept, "all") is kept
     state = recorder(kept, "state")
@@ -137,3 +137,5 @@ def test_record_state_passes_on_what_changes_and_leaves_the_traffic_to_the_centr
     state.event("STATUS", "connector 1 Charging", {"error_code": "NoError"}, "CP_0001")
     assert kept.events == [("STATUS", "connector 1 Charging", {"error_code": "NoError"})]
     assert kept.metrics == []
+    assert (records_traffic(kept), records_traffic(state), records_traffic(None)) == \
+        (True, False, False)

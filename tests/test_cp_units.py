@@ -3,6 +3,7 @@ every branch runs without sockets or sleeps, and the same way on a loaded machin
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from cp_fakes import FakeCentral, FakeLink, FakeRecorder
@@ -11,6 +12,7 @@ from ocpp.v16 import call_result
 
 from evsim.canbus import frames
 from evsim.clock import FakeClock
+from evsim.constants import security_event_level
 from evsim.cp import metering, outbox
 from evsim.cp.connection import online
 from evsim.cp.station import Station
@@ -397,3 +399,7 @@ def test_a_boot_is_not_a_warning_but_other_security_events_are(store, clock, cap
     assert levels == {"security event StartupOfTheDevice": "INFO",
                       "security event InvalidMessages": "WARNING"}
     assert [m.action for m in station.outbox.queue] == ["SecurityEventNotification"] * 2
+    # the central system logs what it is told by the same rule
+    assert [security_event_level(kind) for kind in
+            ("StartupOfTheDevice", "ResetOrReboot", "InvalidMessages", None)] == \
+        [logging.INFO, logging.INFO, logging.WARNING, logging.WARNING]

@@ -191,6 +191,16 @@ def test_a_batch_is_written_many_rows_to_a_statement_whatever_its_size():
     assert list(_chunks([], 64)) == []
 
 
+def test_a_batch_statement_binds_what_any_sqlite_allows(tmp_path):
+    """SQLite before 3.32 binds at most 999 parameters a statement."""
+    from evsim.bank.bank import ROWS_PER_INSERT
+    assert ROWS_PER_INSERT * max(len(schema.TABLES[t].columns) for t in ("events", "metrics")) <= 999
+    with MemoryBank(tmp_path / "old.db") as bank:
+        bank._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        assert bank.log_events({"event_type": "T", "source": "s", "description": str(i),
+                                "timestamp": at(i)} for i in range(1000)) == 1000
+
+
 def test_record_metrics_keeps_every_row_and_its_order(bank):
     batch = [{"name": "current", "value": i / 10, "unit": "A", "source": "cp",
               "charge_point_id": f"CP{i % 3}", "transaction_id": i, "timestamp": at(i)}
@@ -399,15 +409,21 @@ def test_session_statistics_count_each_sample_once_from_one_source(bank):
     assert session("CP5", 5, {}) == (None, None, None, 0)
 
 
-
 def test_a_session_closes_reading_its_own_samples_not_every_charge_points(bank):
     """With a fleet, the time index would read the samples of every charge point over the
     session (a fleet's shutdown closing 2,000 sessions took minutes): the transaction's own."""
-    from evsim.bank.updates import TRANSACTION_CURRENTS
-    plan = bank.connection.read(lambda conn: conn.execute(
-        f"EXPLAIN QUERY PLAN SELECT count(*) {TRANSACTION_CURRENTS}",
-        ("CP1", 1, at(0), at(10))).fetchall())
-    assert "metrics_transaction" in " ".join(row[-1] for row in plan)
+    bank.start_session("CP1", 1, start_time=at(0))
+    statements: list[str] = []
+    bank._conn.set_trace_callback(statements.append)
+    bank.end_session("CP1", 1, end_time=at(10))
+    bank._conn.set_trace_callback(None)
+    reads = [sql for sql in statements if "FROM metrics" in sql]
+    assert len(reads) == 2
+    for sql in reads:
+        plan = bank.connection.read(lambda conn, sql=sql: conn.execute(
+            f"EXPLAIN QUERY PLAN {sql}").fetchall())
+        assert "metrics_transaction" in " ".join(row[-1] for row in plan), plan
+
 
 def test_end_session_keeps_given_figures_and_handles_reuse_and_missing_start(bank):
     bank.start_session("CP1", 1, start_time=at(0))

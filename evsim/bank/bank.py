@@ -50,7 +50,7 @@ def _chunks(rows: list[tuple], most: int) -> Iterator[list[tuple]]:
     few distinct statements, so that each stays prepared in the connection's cache."""
     start = 0
     while start < len(rows):
-        size = min(most, 1 << (len(rows) - start).bit_length() - 1)
+        size = min(most, 1 << ((len(rows) - start).bit_length() - 1))
         yield rows[start:start + size]
         start += size
 
@@ -103,7 +103,7 @@ class MemoryBank:
         holding the GIL, and one row to a statement (``executemany``) hands the GIL back and
         forth with a busy event loop's thread for every row. Measured with 2,000 charge points
         beside their central system: its writer 1.1 s behind the samples instead of 10.1 s;
-        alone, a batch goes at 70,000 rows/s instead of 104,000."""
+        alone it is slower (an A/B run of 100,000 events: 70,000 rows/s instead of 104,000)."""
         columns = TABLES[table].columns
 
         def insert(conn: sqlite3.Connection) -> None:

@@ -27,7 +27,7 @@ import aiohttp
 from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.v16.enums import DiagnosticsStatus, LogStatus, UploadLogStatus
 
-from evsim.constants import ROUTINE_SECURITY_EVENTS
+from evsim.constants import security_event_level
 from evsim.cp.outbox import Message
 from evsim.ocpp16.endpoint import one_line
 from evsim.timefmt import ocpp_time, parse_ocpp_time
@@ -167,8 +167,8 @@ class Diagnostics:
         payload = {"type": event_type, "timestamp": now}
         if tech_info:
             payload["tech_info"] = tech_info[:255]
-        log.log(logging.INFO if event_type in ROUTINE_SECURITY_EVENTS else logging.WARNING,
-                "security event %s%s", event_type, f": {tech_info}" if tech_info else "")
+        log.log(security_event_level(event_type), "security event %s%s", event_type,
+                f": {tech_info}" if tech_info else "")
         self.security_events = [*self.security_events, {"type": event_type, "timestamp": now,
                                                         "techInfo": tech_info}]
         self.security_events = self.security_events[-SECURITY_LOG_MAX:]

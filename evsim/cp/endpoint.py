@@ -32,6 +32,8 @@ class CpEndpoint(ocpp16.Endpoint):
 
     def on_frame(self, record: dict[str, Any]) -> None:
         """Log and record a frame (secret configuration values come here already redacted)."""
+        if not self.station.records_traffic and not log.isEnabledFor(logging.INFO):
+            return
         arrow = "csms->cp" if record["direction"] == "received" else "cp->csms"
         description = f"{arrow} {record['message_type']} {record['action'] or '?'}"
         if log.isEnabledFor(logging.INFO):  # a fleet is quiet: no payload made into text

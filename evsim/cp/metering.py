@@ -98,7 +98,7 @@ def take_sample(station: Station, context: str = "Sample.Periodic") -> None:
     else:
         stored_id = station.store.queue(station.id, "MeterValues", payload, tx.ref, **register)
         station.outbox.put(Message("MeterValues", payload, tx.ref, stored_id))
-    if station.writer is not None:  # after the commit: what is recorded was queued for sure
+    if station.records_traffic:  # after the commit: what is recorded was queued for sure
         station.store.after_commit(partial(record, station, values,
                                            tx.transaction_id if tx else None, moment))
 

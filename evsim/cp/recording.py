@@ -26,6 +26,8 @@ class Recorder(Protocol):
 class StateRecorder:
     """``record=state``: passes on to ``writer`` all but the traffic (OCPP messages, samples)."""
 
+    records_traffic = False  # the charge point need not make the rows it would drop
+
     def __init__(self, writer: Recorder) -> None:
         self.writer = writer
 
@@ -37,6 +39,11 @@ class StateRecorder:
     def metric(self, name: str, value: float, unit: str, charge_point_id: str | None = None,
                transaction_id: int | None = None, timestamp: Any = None) -> None:
         """A meter sample: the central system's to record."""
+
+
+def records_traffic(writer: Recorder | None) -> bool:
+    """Does ``writer`` keep each OCPP message and sample (None: there is no writer)?"""
+    return writer is not None and getattr(writer, "records_traffic", True)
 
 
 def recorder(writer: Recorder, record: str) -> Recorder:

@@ -30,7 +30,7 @@ from evsim.cp.firmware import Firmware
 from evsim.cp.local import LocalActions
 from evsim.cp.meter import EnergyMeter
 from evsim.cp.outbox import Message, Outbox
-from evsim.cp.recording import Recorder
+from evsim.cp.recording import Recorder, records_traffic
 from evsim.cp.reservations import Reservations
 from evsim.cp.smart_charging import SmartCharging
 from evsim.cp.store import StateStore
@@ -64,6 +64,7 @@ class Station(TransactionRules):
         self.store = store
         self.clock = clock
         self.writer = writer
+        self.records_traffic = records_traffic(writer)
         self.voltage = voltage
         settings = store.settings(charge_point_id)
         self.config = Configuration(settings.get("configuration"))

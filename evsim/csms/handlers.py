@@ -19,7 +19,7 @@ from ocpp.messages import CallResult
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
-from evsim.constants import ROUTINE_SECURITY_EVENTS
+from evsim.constants import security_event_level
 from evsim.security import pki
 from evsim.timefmt import ocpp_time
 
@@ -70,10 +70,9 @@ class Handlers:
         payload = snake_to_camel_case(fields)
         endpoint.station.reports[action] = {**payload, "at": self._now()}
         if action == Action.security_event_notification:
-            level = (logging.INFO if payload.get("type") in ROUTINE_SECURITY_EVENTS
-                     else logging.WARNING)
-            log.log(level, "%s: security event %s%s", endpoint.id, payload.get("type"),
-                        f": {payload['techInfo']}" if payload.get("techInfo") else "")
+            log.log(security_event_level(payload.get("type")), "%s: security event %s%s",
+                    endpoint.id, payload.get("type"),
+                    f": {payload['techInfo']}" if payload.get("techInfo") else "")
 
     # -- SignCertificate --------------------------------------------------------------------------
 
