@@ -56,3 +56,18 @@ def test_a_call_sees_everything_queued_before_it_and_a_failing_one_is_logged(db_
         ["MemoryBank write failed: no anomaly with id 12345"]
     with MemoryBank(db_path, readonly=True) as bank:
         assert len(bank.get_metrics("current")) == 4
+
+
+def test_a_writer_falling_behind_says_so_once_and_keeps_every_row(db_path, caplog):
+    writer = BankWriter(str(db_path), "test", backlog_warning=50)
+    release = held(writer)
+    for i in range(120):
+        writer.metric("current", float(i), "A", "CP")
+    with caplog.at_level(logging.WARNING, logger="bank"):
+        release.set()
+        writer.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bank"]
+    assert len(warnings) == 1 and "rows queued to be written" in warnings[0], warnings
+    assert int(warnings[0].split()[1]) >= 120
+    with MemoryBank(db_path, readonly=True) as bank:
+        assert len(bank.get_metrics("current")) == 120

@@ -33,6 +33,8 @@ log = logging.getLogger("bank")
 #: which takes the file's write lock from the other processes.
 BATCH = 5000
 MAX_WAITING = 100_000
+#: Rows queued and not yet taken beyond which the writer says it is falling behind.
+BACKLOG_WARNING = 50_000
 RETRY_S = 1.0
 SUMMARY_S = 60.0
 _STOP = object()
@@ -51,10 +53,13 @@ class BankWriter:
     def __init__(self, path: Optional[str], source: str,
                  now: Callable[[], datetime] = utc_now, *, max_waiting: int = MAX_WAITING,
                  retry_s: float = RETRY_S, summary_s: float = SUMMARY_S,
+                 backlog_warning: int = BACKLOG_WARNING,
                  opened: Optional[Callable[[MemoryBank], Any]] = None) -> None:
         self.source = source
         self.now = now
         self.max_waiting = max_waiting
+        self.backlog_warning = backlog_warning
+        self._backlog_said: Optional[float] = None
         self.retry_s = retry_s
         self.summary_s = summary_s
         self.lost = 0
@@ -155,6 +160,7 @@ class BankWriter:
             items = [self._queue.get(timeout=timeout)]
         except queue.Empty:
             return True
+        self._say_backlog(self._queue.qsize() + 1)
         while len(items) < BATCH:
             try:
                 items.append(self._queue.get_nowait())
@@ -163,6 +169,17 @@ class BankWriter:
         running = all(kind != "stop" for kind, _ in items)
         self._waiting.extend(item for item in items if item[0] != "stop")
         return running
+
+    def _say_backlog(self, queued: int) -> None:
+        """A process that queues rows faster than the file takes them grows without bound:
+        one warning at most every ``summary_s`` while it lasts (rows are still all kept)."""
+        now = time.monotonic()
+        if queued < self.backlog_warning or (self._backlog_said is not None and
+                                             now - self._backlog_said < self.summary_s):
+            return
+        self._backlog_said = now
+        log.warning("MemoryBank: %d rows queued to be written: this process records faster "
+                    "than the file takes them, and its memory grows", queued)
 
     def _write_waiting(self, bank: MemoryBank) -> None:
         """Write the waiting rows, the events and the metrics up to the next call (at most
