@@ -2,7 +2,7 @@
 frame...) has them written in a transaction per kind, not one per change of kind."""
 from __future__ import annotations
 
-import threading
+from test_bank_writer import held
 
 from evsim.bank import MemoryBank
 from evsim.bank.writer import BankWriter
@@ -21,8 +21,7 @@ def counting(transactions: list[str]):
 def test_interleaved_kinds_are_written_a_transaction_each_in_their_order(db_path):
     transactions: list[str] = []
     writer = BankWriter(str(db_path), "test", opened=counting(transactions))
-    release = threading.Event()
-    writer.call(lambda bank: release.wait(10))
+    release = held(writer)
     seen: list[int] = []
     for i in range(50):
         writer.event("E", f"e{i}", {"i": i}, "CP")

@@ -10,9 +10,11 @@ from evsim.bank.writer import BankWriter
 
 def held(writer: BankWriter) -> threading.Event:
     """Keep the writer thread busy until the event is set, so what is queued meanwhile is
-    written as one batch."""
-    release = threading.Event()
-    writer.call(lambda bank: release.wait(10))
+    written as one batch: returns once the thread is inside the call, so that nothing queued
+    after it was taken with it."""
+    entered, release = threading.Event(), threading.Event()
+    writer.call(lambda bank: (entered.set(), release.wait(10)))
+    assert entered.wait(10), "the writer thread never took the call"
     return release
 
 
