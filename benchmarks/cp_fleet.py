@@ -18,7 +18,6 @@ import argparse
 import os
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from measure import free_port, peak_rss_mb, wait_listening
+from measure import free_port, peak_rss_mb, percentile, wait_listening
 
 from evsim.timefmt import format_timestamp
 
@@ -111,11 +110,10 @@ def run(count: int, record: str, duration: float, stagger: float) -> dict:
         behind = behind_s(db)
         cp_cpu, cp_rss = stop(cp)
         csms_cpu, csms_rss = stop(csms)
-        late = sorted(lateness_ms(db, since))
+        late = lateness_ms(db, since)
     return {"count": count, "record": record, "behind": behind, "booted": seen, "boot_s": boot_s,
             "samples": len(late),
-            "late_p50": statistics.median(late) if late else float("nan"),
-            "late_p99": late[int(len(late) * 0.99)] if late else float("nan"),
+            "late_p50": percentile(late, 0.5), "late_p99": percentile(late, 0.99),
             "cp_cpu": cp_cpu, "cp_rss": cp_rss, "csms_cpu": csms_cpu, "csms_rss": csms_rss}
 
 

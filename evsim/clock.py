@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from evsim.constants import SILENCE_FLOOR_WALL_S
+
 #: Periodic work as an async generator: it yields its first deadline (simulated seconds, as
 #: :meth:`Clock.sim` counts them), and each step after does the work due and yields the next.
 Schedule = AsyncIterator[float]
@@ -41,6 +43,12 @@ class Clock:
 
     def wall_seconds(self, sim_seconds: float) -> float:
         return sim_seconds / self.speed
+
+    def silence(self, sim_seconds: float) -> float:
+        """How long a silence must last to count: ``sim_seconds``, and SILENCE_FLOOR_WALL_S
+        wall seconds at least, so that a loaded machine at a high speed is not taken for a
+        silent peer."""
+        return max(sim_seconds, SILENCE_FLOOR_WALL_S * self.speed)
 
     async def sleep(self, sim_seconds: float) -> None:
         await asyncio.sleep(max(0.0, sim_seconds) / self.speed)

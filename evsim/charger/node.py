@@ -23,7 +23,6 @@ import can
 from evsim.canbus import frames
 from evsim.charger.model import Charger
 from evsim.clock import Clock, Schedule, run_schedules
-from evsim.constants import SILENCE_FLOOR_WALL_S
 
 log = logging.getLogger("charger")
 
@@ -78,8 +77,8 @@ class ChargerNode:
     def watch(self) -> bool:
         """Stop a charging charger whose commands stopped coming; True when it did."""
         silent = self.silent_for()
-        if (not self.charger.charging or self.watchdog_s <= 0 or silent <= self.watchdog_s
-                or silent <= SILENCE_FLOOR_WALL_S * self.clock.speed):
+        if (not self.charger.charging or self.watchdog_s <= 0
+                or silent <= self.clock.silence(self.watchdog_s)):
             return False
         self.charger.stop()
         log.warning("watchdog: no command for %.1f s (simulated): stopping, ramping to 0 A",
@@ -107,9 +106,9 @@ class ChargerNode:
         await link.send(frames.measured_current(amps))
         return amps
 
-    async def publish(self, link: Link, phase_s: float = 0.0) -> None:
+    async def publish(self, link: Link) -> None:
         """:meth:`publish_schedule` in a task of its own."""
-        await run_schedules([self.publish_schedule(link, phase_s)], self.clock)
+        await run_schedules([self.publish_schedule(link)], self.clock)
 
     async def publish_schedule(self, link: Link, phase_s: float = 0.0,
                                start: float | None = None) -> Schedule:

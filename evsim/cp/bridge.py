@@ -14,7 +14,7 @@ import can
 
 from evsim.canbus import frames
 from evsim.clock import Clock, Schedule, run_schedules
-from evsim.constants import SILENCE_FLOOR_WALL_S, SILENT_PERIODS
+from evsim.constants import SILENT_PERIODS
 from evsim.cp.meter import EnergyMeter
 
 log = logging.getLogger("cp")
@@ -74,8 +74,7 @@ class ChargerBridge:
         """True the first time the charger has been silent for SILENT_PERIODS periods (and
         SILENCE_FLOOR_WALL_S wall seconds)."""
         silent_for = self.clock.sim() - self.last_frame_at
-        if (self.silent or silent_for <= SILENT_PERIODS * self.period_s
-                or silent_for <= SILENCE_FLOOR_WALL_S * self.clock.speed):
+        if self.silent or silent_for <= self.clock.silence(SILENT_PERIODS * self.period_s):
             return False
         self.silent = True
         log.warning("charger silent for %.1f s (simulated): Faulted", silent_for)

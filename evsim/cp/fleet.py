@@ -74,34 +74,33 @@ def station_tasks(station: Station,
     if charger is not None:
         return [(run_schedules(station_schedules(station, charger), station.clock),
                  f"{station.id} schedule")]
-    tasks: list[tuple[Coroutine, str]] = [
-        (metering.run_meter(station), "meter"),
-        (metering.run_watchdog(station), "watchdog"),
-        (station.charger.keep_alive(), "CAN keep-alive"),
-        (metering.run_aligned(station), "clock-aligned meter"),
-    ]
-    if station.status_faults is not None and station.status_faults.windows:
-        tasks.append((metering.run_status_faults(station), "injected status"))
-    return [(coroutine, f"{station.id} {name}") for coroutine, name in tasks]
+    return [(run_schedules([schedule], station.clock), f"{station.id} {name}")
+            for name, schedule in _schedules(station, station.clock.sim())]
 
 
 def station_schedules(station: Station, charger: ChargerNode) -> list[Schedule]:
-    """The meter, the watchdog, the CAN keep-alive, the clock-aligned meter (and the injected
-    status faults) of ``station`` and the 0x300 ticks of its ``charger``, all counted from the
-    same moment, so that work due together wakes the task once."""
+    """The schedules of ``station`` and the 0x300 ticks of its ``charger``, all counted from
+    the same moment, so that work due together wakes the task once."""
     start = station.clock.sim()
     station.charger.last_frame_at = start  # started with its charge point: not silent before
-    schedules = [metering.meter_schedule(station, start),
-                 metering.watchdog_schedule(station, start),
-                 station.charger.keep_alive_schedule(start),
-                 metering.aligned_schedule(station, start)]
-    if station.status_faults is not None and station.status_faults.windows:
-        schedules.append(metering.status_faults_schedule(station, start=start))
+    schedules = [schedule for _, schedule in _schedules(station, start)]
     # half a period off the meter's second: which frame a sample reads must not depend on
     # which of two pieces of work due at once runs first
     schedules.append(charger.publish_schedule(InProcessBus(station.on_can_frame),
                                               charger.period_s / 2, start))
     return schedules
+
+
+def _schedules(station: Station, start: float) -> list[tuple[str, Schedule]]:
+    """The meter, the watchdog, the CAN keep-alive, the clock-aligned meter (and the injected
+    status faults) of ``station`` from ``start``, by name."""
+    named = [("meter", metering.meter_schedule(station, start)),
+             ("watchdog", metering.watchdog_schedule(station, start)),
+             ("CAN keep-alive", station.charger.keep_alive_schedule(start)),
+             ("clock-aligned meter", metering.aligned_schedule(station, start))]
+    if station.status_faults is not None and station.status_faults.windows:
+        named.append(("injected status", metering.status_faults_schedule(station, start=start)))
+    return named
 
 
 async def boot_in_turn(stations: Sequence[Station], start: Callable[[Station], None],

@@ -17,7 +17,7 @@ from typing import Any
 
 from evsim.canbus import frames
 from evsim.clock import Clock
-from evsim.constants import CHARGER_PERIOD_S, CONNECTOR_ID, SILENCE_FLOOR_WALL_S, SILENT_PERIODS
+from evsim.constants import CHARGER_PERIOD_S, CONNECTOR_ID, SILENT_PERIODS
 from evsim.cp import metering
 from evsim.cp.authorization import Authorization
 from evsim.cp.availability import Availability
@@ -71,8 +71,7 @@ class Station(TransactionRules):
         self.firmware_version = settings.get("firmware_version", FIRMWARE_VERSION)
         self.profiles = ProfileStore(default_limit, voltage=voltage, speed=clock.speed)
         self.meter = EnergyMeter(voltage, energy_wh=settings.get("energy_wh", 0.0),
-                                 max_gap_s=max(SILENT_PERIODS * charger_period,
-                                               SILENCE_FLOOR_WALL_S * clock.speed))
+                                 max_gap_s=clock.silence(SILENT_PERIODS * charger_period))
         self.connector = Connector()
         self.charger = ChargerBridge(self.meter, clock, charger_period, self.event, link)
         self.transactions: dict[int, Transaction] = {}

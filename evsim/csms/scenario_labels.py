@@ -42,13 +42,12 @@ class ScenarioLabels:
     """The open stretch of each charge point the scenario drives, and their labels once closed."""
 
     def __init__(self, scenario: str, clock: Clock, on_label: OnLabel, cycles: int = 0,
-                 source: str = SOURCE, seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.clock = clock
         self.on_label = on_label
         self.cycles = cycles
-        self.source = source
         self._open: dict[str, Stretch] = {}
 
     @property
@@ -88,4 +87,4 @@ class ScenarioLabels:
                       "speed": self.clock.speed}
         return Label(stretch.charge_point_id, anomaly_type_of(stretch.scenario), stretch.start_s,
                      self.clock.sim(), stretch.start, self.clock.now(), parameters, self.seed,
-                     self.source)
+                     SOURCE)
